@@ -1,0 +1,49 @@
+"""The one MoT block (DESIGN.md invariant 1): dense, MoT, leave-one-out, ablations and MoE
+variants are all this class, configured by the tower map and the set of untied components."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import AttentionContext, GlobalAttention
+from .layers import SwiGLU, make_norm
+from .moe import ExpertChoiceFFN, TokenChoiceFFN
+from .towers import PerTower
+
+
+def make_ffn(config: ModelConfig, group: str) -> nn.Module:
+    """The FFN of one weight group: SwiGLU, or an MoE if the group is listed in ``moe.towers``."""
+    dim, hidden, moe = config.d_model, config.ffn_dim, config.moe
+    if group not in moe.towers:
+        return SwiGLU(dim, hidden)
+    if moe.routing == "expert_choice":
+        return ExpertChoiceFFN(dim, hidden, moe.num_experts, moe.capacity_factor)
+    return TokenChoiceFFN(dim, hidden, moe.num_experts)
+
+
+class MoTBlock(nn.Module):
+    """``post`` (paper eq. 1-2): ``h = x + Norm(Attn(x))``, ``y = h + Norm(FFN(h))``.
+    ``pre`` (Llama): ``h = x + Attn(Norm(x))``, ``y = h + FFN(Norm(h))``.
+    Input and output are the tower-sorted residual stream ``[B*L, D]``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
+        norm_groups = config.groups("norms")
+        self.attention = GlobalAttention(config)
+        self.attention_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, config.d_model,
+                                                                        config.norm_eps))
+        self.ffn = PerTower(config.groups("ffn"), lambda group: make_ffn(config, group))
+        self.ffn_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, config.d_model,
+                                                                  config.norm_eps))
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        plan = ctx.plan
+        if self.pre_norm:
+            h = x + self.attention(self.attention_norm(x, plan), ctx)
+            return h + self.ffn(self.ffn_norm(h, plan), plan)
+        h = x + self.attention_norm(self.attention(x, ctx), plan)
+        return h + self.ffn_norm(self.ffn(h, plan), plan)

@@ -1,0 +1,85 @@
+"""Mixture-of-Experts feed-forward networks (the paper's MoE-4x baseline, section 3.2.1).
+
+Each expert is a SwiGLU FFN as wide as the dense one; the experts' weights are stacked so all
+experts run in one batched matmul. With capacity factor 1, Expert-Choice processes on average one
+expert per token, so its FLOPs per token equal the dense FFN's (plus the router's ``2*D*E``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ExpertsFFN(nn.Module):
+    """Router plus ``num_experts`` stacked SwiGLU experts; subclasses decide who goes where."""
+
+    def __init__(self, dim: int, hidden: int, num_experts: int):
+        super().__init__()
+        self.num_experts = num_experts
+        self.router = nn.Linear(dim, num_experts, bias=False)
+        self.w_gate = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.w_up = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.w_down = nn.Parameter(torch.empty(num_experts, hidden, dim))
+
+    def router_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """``[n, E]`` softmax over experts."""
+        return self.router(x).softmax(dim=-1)
+
+    def run_experts(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [E, C, D]``: row e of ``x`` goes through expert e."""
+        hidden = F.silu(torch.bmm(x, self.w_gate)) * torch.bmm(x, self.w_up)
+        return torch.bmm(hidden, self.w_down)
+
+
+class ExpertChoiceFFN(ExpertsFFN):
+    """Expert-Choice routing (Zhou et al., 2022): each expert picks its top-``capacity`` tokens.
+
+    Load is balanced by construction, but a token's expert depends on every other token of the
+    batch, later ones included: it is not causal (the paper evaluates it with the same routing
+    and notes the leak). Tokens no expert picks pass through the residual only.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_experts: int, capacity_factor: float):
+        super().__init__(dim, hidden, num_experts)
+        self.capacity_factor = capacity_factor
+
+    def capacity(self, num_tokens: int) -> int:
+        return min(num_tokens, math.ceil(num_tokens * self.capacity_factor / self.num_experts))
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gates and token indices, both ``[E, capacity]``; shapes depend only on ``len(x)``."""
+        return self.router_probs(x).t().topk(self.capacity(x.shape[0]), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates, index = self.route(x)
+        chosen = x.index_select(0, index.reshape(-1)).view(*index.shape, x.shape[-1])
+        out = self.run_experts(chosen) * gates[..., None]
+        return x.new_zeros(x.shape).index_add(0, index.reshape(-1), out.reshape(-1, x.shape[-1]))
+
+
+class TokenChoiceFFN(ExpertsFFN):
+    """Top-1 token-choice routing (Switch-style, no token dropped): each token picks its expert.
+
+    A token's output depends on that token alone, so it is causal and usable for generation.
+    Expert loads are data-dependent, so this path reads them on the host (one sync per layer).
+    """
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gate and expert index of each token, both ``[n]``."""
+        return self.router_probs(x).max(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, expert = self.route(x)
+        order = torch.sort(expert, stable=True).indices
+        loads = torch.bincount(expert, minlength=self.num_experts).tolist()
+        parts = x.index_select(0, order).split(loads)
+        outputs = [self.expert_forward(e, part) for e, part in enumerate(parts)]
+        out = torch.cat(outputs) * gate.index_select(0, order)[:, None]
+        return torch.empty_like(out).index_copy(0, order, out)
+
+    def expert_forward(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        return (F.silu(x @ self.w_gate[e]) * (x @ self.w_up[e])) @ self.w_down[e]

@@ -1,0 +1,128 @@
+"""The MoT model: shared token embedding -> MoT blocks -> per-tower final norm -> shared head."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import AttentionContext
+from .attention_backends import get_backend
+from .block import MoTBlock
+from .inputs import check_shapes, check_values
+from .layers import SwiGLU, make_norm, rotary_cos_sin
+from .masks import MaskSpec, positions_from_documents
+from .moe import ExpertsFFN
+from .routing import RoutingPlan, build_routing_plan, to_sequence_order
+from .towers import PerTower
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, L, vocab]
+    hidden: torch.Tensor  # [B, L, D] after the final norm
+    #: with ``output_layer_states=True``: the residual stream after the embedding and each block
+    layer_states: Optional[Tuple[torch.Tensor, ...]] = None
+
+
+class MoTModel(nn.Module):
+    """A Mixture-of-Transformers (dense when every modality maps to one tower)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(MoTBlock(config) for _ in range(config.n_layers))
+        self.final_norm = PerTower(config.groups("norms"),
+                                   lambda _: make_norm(config.norm_type, config.d_model, config.norm_eps))
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.backend = get_backend(config.attention_backend)
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights, unit norms; output projections scaled by 1/sqrt(2*layers)."""
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, ExpertsFFN):
+                nn.init.normal_(module.w_gate, std=std)
+                nn.init.normal_(module.w_up, std=std)
+                nn.init.normal_(module.w_down, std=residual_std)
+            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+                module.reset_parameters()
+        for block in self.blocks:  # the projections that write into the residual stream
+            for out in block.attention.out.towers.values():
+                nn.init.normal_(out.weight, std=residual_std)
+            for ffn in block.ffn.towers.values():
+                if isinstance(ffn, SwiGLU):
+                    nn.init.normal_(ffn.down.weight, std=residual_std)
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (see ``mot.model.io``)."""
+        from .io import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, device: torch.device | str = "cpu") -> "MoTModel":
+        from .io import from_pretrained
+
+        return from_pretrained(directory, device)
+
+    def plan_for(self, modality_ids: torch.Tensor) -> RoutingPlan:
+        """The routing plan for ``modality_ids [B, L]``, built on the host."""
+        plan = build_routing_plan(modality_ids.cpu(), self.config.modality_tower_index)
+        return plan.to(modality_ids.device)
+
+    def forward(self, tokens: torch.Tensor, modality_ids: torch.Tensor, *,
+                positions: Optional[torch.Tensor] = None, document_ids: Optional[torch.Tensor] = None,
+                span_ids: Optional[torch.Tensor] = None, plan: Optional[RoutingPlan] = None,
+                output_layer_states: bool = False) -> ModelOutput:
+        """``tokens``, ``modality_ids`` (and the optional metadata) are ``[B, L]`` integer tensors.
+
+        ``positions`` default to restarting at each document (``document_ids``), else ``0..L-1``.
+        ``span_ids`` mark bidirectional spans (see ``masks.MaskSpec``). Without ``plan`` the model
+        validates the inputs and builds the routing plan itself (a host sync on GPU).
+        """
+        check_shapes(self.config, tokens, modality_ids, positions=positions,
+                     document_ids=document_ids, span_ids=span_ids)
+        batch, length = tokens.shape
+        if plan is None:
+            check_values(self.config, tokens, modality_ids, positions)
+            plan = self.plan_for(modality_ids)
+        elif (plan.batch_size, plan.seq_len) != (batch, length):
+            raise ValueError(f"routing plan is for a [{plan.batch_size}, {plan.seq_len}] batch, "
+                             f"tokens are {list(tokens.shape)}")
+        if positions is None:
+            positions = (positions_from_documents(document_ids) if document_ids is not None
+                         else torch.arange(length, device=tokens.device).expand(batch, length))
+
+        x = self.embed(tokens.reshape(-1).index_select(0, plan.order))  # tower-sorted [N, D]
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        mask = self.backend.prepare(MaskSpec(document_ids, span_ids), batch, length, length,
+                                    x.dtype, x.device)
+        ctx = AttentionContext(plan, cos, sin, self.backend, mask)
+
+        def in_sequence_order(t: torch.Tensor) -> torch.Tensor:
+            return to_sequence_order(t, plan).view(batch, length, -1)
+
+        states = [in_sequence_order(x)] if output_layer_states else None
+        for block in self.blocks:
+            x = block(x, ctx)
+            if states is not None:
+                states.append(in_sequence_order(x))
+        hidden = in_sequence_order(self.final_norm(x, plan))
+        return ModelOutput(self.head(hidden), hidden, tuple(states) if states is not None else None)
+
+
+def build_model(config: ModelConfig, device: torch.device | str | None = None) -> MoTModel:
+    """Build the model; ``device="meta"`` allocates nothing (for counting and dry runs)."""
+    with torch.device(device if device is not None else "cpu"):
+        return MoTModel(config)
