@@ -1,0 +1,83 @@
+"""Save/load in the release form (config.json + model.safetensors)."""
+
+import json
+
+import pytest
+import torch
+
+from mot.model import MoTModel, build_model
+from mot.model.io import CheckpointError, from_pretrained
+
+from tests.helpers import random_batch, tiny_config
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(modalities=["text", "image", "speech"], moe={"towers": ["text"]}),
+                                       dict(towers={"text": "shared", "image": "shared"}, norm_type="layernorm")])
+def test_save_then_load_gives_identical_outputs(tmp_path, overrides):
+    model = build_model(tiny_config(**overrides))
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = MoTModel.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    tokens, modalities = random_batch(model.config, seed=20)
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, modalities).logits, model(tokens, modalities).logits)
+
+
+def test_tensor_names_identify_the_tower(tmp_path):
+    from safetensors import safe_open
+
+    build_model(tiny_config()).save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    assert "blocks.1.attention.qkv.towers.image.weight" in names
+    assert "blocks.0.ffn.towers.text.down.weight" in names
+    assert "final_norm.towers.image.weight" in names
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json does not exist"):
+        from_pretrained(tmp_path / "nowhere")
+
+
+def test_truncated_weights_are_reported(tmp_path):
+    build_model(tiny_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        from_pretrained(tmp_path)
+
+
+def test_weights_of_another_architecture_are_rejected(tmp_path):
+    build_model(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["towers"] = {"text": "shared", "image": "shared"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"does not match the architecture.*missing: .*towers\.shared"):
+        from_pretrained(tmp_path)
+
+
+def test_invalid_config_file_names_the_field(tmp_path):
+    build_model(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_heads"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="d_model=32: must be divisible by n_heads=5"):
+        from_pretrained(tmp_path)
+
+
+def test_a_failed_save_leaves_the_previous_files_intact(tmp_path, monkeypatch):
+    model = build_model(tiny_config())
+    model.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", broken_save)
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
