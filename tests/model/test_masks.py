@@ -97,3 +97,19 @@ def test_backends_agree_with_the_dense_mask_reference(backend, gqa, kind):
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="attention_backend='cudnn'"):
         get_backend("cudnn")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_queries_can_be_the_last_rows_of_the_keys_as_with_a_kv_cache(backend):
+    torch.manual_seed(0)
+    batch, heads, length, new, dim = 2, 4, 24, 5, 16
+    q = torch.randn(batch, heads, length, dim)
+    k, v = torch.randn(2, batch, heads, length, dim)
+    spans = torch.zeros(batch, length, dtype=torch.long)
+    spans[:, 17:22] = 1  # a span that the new queries are inside of
+    spec = MaskSpec(torch.zeros(batch, length, dtype=torch.long), spans)
+    kernel = get_backend(backend)
+    full = kernel.attend(q, k, v, kernel.prepare(spec, batch, length, length, q.dtype, q.device))
+    last = kernel.attend(q[:, :, -new:], k, v, kernel.prepare(spec, batch, new, length, q.dtype, q.device))
+    assert torch.allclose(last, full[:, :, -new:], atol=1e-5, rtol=0)
+

@@ -50,6 +50,8 @@ class SDPAAttention:
         return bias.masked_fill_(~allowed, float("-inf"))
 
     def attend(self, q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
+        if bias is not None and bias.dtype != q.dtype:  # e.g. bf16 queries under autocast
+            bias = bias.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None,
                                               enable_gqa=q.shape[1] != k.shape[1])
 
