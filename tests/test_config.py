@@ -79,3 +79,13 @@ def test_bad_files(tmp_path):
     (tmp_path / "unknown.yaml").write_text("d_model: 64\nwidth: 3\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: Key 'width' not in 'ModelConfig'"):
         load_config(ModelConfig, tmp_path / "unknown.yaml")
+
+
+def test_a_tower_map_given_anew_replaces_the_old_one(tmp_path):
+    base = ModelConfig(modalities=["text", "image", "speech"], towers={"text": "a", "image": "b", "speech": "a"})
+    three = load_config(ModelConfig, overrides=["towers={text: x, image: y, speech: z}"], base=base)
+    assert three.tower_of_modality == {"text": "x", "image": "y", "speech": "z"}
+    default = load_config(ModelConfig, overrides=["towers={}"], base=base)
+    assert default.tower_names == ["text", "image", "speech"]
+    (tmp_path / "two.yaml").write_text("modalities: [text, image]\ntowers: {text: shared, image: shared}\n")
+    assert load_config(ModelConfig, tmp_path / "two.yaml", base=base).tower_names == [SHARED]

@@ -216,16 +216,27 @@ def load_config(cls: Type[C], path: Optional[str | Path] = None, overrides: Sequ
     try:
         merged = OmegaConf.structured(base if base is not None else cls)
         if path is not None:
-            merged = OmegaConf.merge(merged, OmegaConf.create(_read_yaml(Path(path))))
+            merged = _merge(merged, OmegaConf.create(_read_yaml(Path(path))))
         if overrides:
             for item in overrides:
                 if "=" not in item:
                     raise ConfigError(f"override {item!r} is not of the form key=value")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)  # runs __post_init__ validation
     except OmegaConfBaseException as error:
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid config{where}: {_first_line(error)}") from None
+
+
+def _merge(base, update):
+    """OmegaConf merge, except that a plain mapping field (a tower map) given anew replaces the
+    old one whole: ``towers={text: a, image: a}`` over a preset must not keep the preset's keys."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in list(update.keys()):
+        if key in base and OmegaConf.get_type(base, key) is dict and isinstance(update[key], DictConfig):
+            base[key] = update.pop(key)
+    return OmegaConf.merge(base, update)
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ from torch import nn
 
 
 def make_norm(norm_type: str, dim: int, eps: float) -> nn.Module:
-    """RMSNorm (Llama) or LayerNorm with bias (Chameleon)."""
+    """RMSNorm (Llama, Chameleon) or LayerNorm with a bias."""
     if norm_type == "rmsnorm":
         return nn.RMSNorm(dim, eps=eps)
     if norm_type == "layernorm":

@@ -1,0 +1,213 @@
+"""The ``mot`` command.
+
+``mot config list``                                    the paper's model presets
+``mot config show <preset|file.yaml> [key=value ...]``  the resolved config as YAML
+    ``--dry-run [--context N]``                        + parameter and FLOP accounting, checked
+                                                       against the model built on the meta device
+``mot config save <preset|file.yaml> <out.yaml> [key=value ...]``
+``mot summary [--context N]``                          every paper preset: sizes and FLOPs per token
+
+Bad input (an unknown preset or key, a missing file, an invalid value) prints one line to stderr
+and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, ModelConfig, load_config, save_config
+from .model.accounting import AccountingError, flops_per_token, format_number, verify_parameter_counts
+from .presets import get_preset, is_preset, preset_info, preset_names
+
+#: Exit status for bad input (the same as argparse's usage errors).
+USAGE_ERROR = 2
+
+
+def resolve_config(source: str, overrides: Sequence[str] = ()) -> ModelConfig:
+    """A preset name or a YAML file, then ``key=value`` overrides, validated.
+
+    Unknown preset names raise :class:`ConfigError` with the closest preset names.
+    """
+    looks_like_file = source.endswith((".yaml", ".yml")) or "/" in source or Path(source).is_file()
+    if looks_like_file and not is_preset(source):
+        return load_config(ModelConfig, source, overrides)
+    return load_config(ModelConfig, None, overrides, base=get_preset(source))
+
+
+def preset_table(context_length: Optional[int] = None) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows describing every paper preset (the tiny ones left out).
+
+    Counts are analytic and checked against each model built on the meta device. FLOPs are per
+    training token at ``context_length`` (default: each preset's ``max_seq_len``, 4,096 for all).
+    """
+    rows, lengths = [], set()
+    for name in preset_names():
+        info = preset_info(name)
+        if info.setting == "tiny":
+            continue
+        config = get_preset(name)
+        counts = verify_parameter_counts(config)
+        length = context_length or config.max_seq_len
+        lengths.add(length)
+        towers = " · ".join(f"{group} {format_number(count)}"
+                            for group, count in counts.non_embedding_per_group.items())
+        rows.append([name, info.table, info.paper_size, format_number(counts.total),
+                     format_number(counts.active), towers,
+                     f"{flops_per_token(config, length).training / 1e9:,.2f}"])
+    at = f"S={lengths.pop()}" if len(lengths) == 1 else "S=max_seq_len"
+    header = ["preset", "table", "paper size", "total params", "active params",
+              "non-embedding per tower", f"train GFLOP/token ({at})"]
+    return header, rows
+
+
+# ---------------------------------------------------------------------------------- verbs --
+
+def _config_list(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="mot presets (mot config show <name>)")
+    for column in ("preset", "setting", "table", "paper size", "architecture"):
+        table.add_column(column, no_wrap=column == "preset")
+    for name in preset_names():
+        info = preset_info(name)
+        table.add_row(name, info.setting, info.table, info.paper_size, info.architecture)
+    console.print(table)
+    return 0
+
+
+def _config_show(args: argparse.Namespace, console: Console) -> int:
+    config = resolve_config(args.source, args.overrides)
+    console.out(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    if args.dry_run:
+        _dry_run(config, args.context, console)
+    return 0
+
+
+def _dry_run(config: ModelConfig, context: Optional[int], console: Console) -> None:
+    length = context if context is not None else config.max_seq_len
+    if length > config.max_seq_len:
+        raise ConfigError(f"--context={length}: exceeds max_seq_len={config.max_seq_len}")
+    counts = verify_parameter_counts(config)  # builds the model on the meta device: no memory
+
+    def exact(value: float) -> str:
+        return f"{value:,.0f}  ({format_number(value)})"
+
+    params = Table(title="parameters")
+    params.add_column("what")
+    params.add_column("count", justify="right")
+    params.add_row("total", exact(counts.total))
+    params.add_row("embedding (token embedding + output head)", exact(counts.embedding))
+    params.add_row("non-embedding", exact(counts.non_embedding))
+    for group, count in counts.non_embedding_per_group.items():
+        params.add_row(f"  non-embedding: {group}", exact(count))
+    params.add_row("active per token", exact(counts.active))
+    params.add_row("active non-embedding per token", exact(counts.active_non_embedding))
+    console.print(params)
+
+    flops = flops_per_token(config, length)
+    table = Table(title=f"FLOPs per token at context {length} (2 x multiply-adds; norms ignored)")
+    table.add_column("what")
+    table.add_column("FLOPs", justify="right")
+    table.add_row("forward", exact(flops.forward))
+    table.add_row("training (3 x forward)", exact(flops.training))
+    table.add_row("  of which attention scores (forward)", exact(flops.attention_forward))
+    if len(set(flops.forward_per_tower.values())) > 1:
+        for tower, forward in flops.forward_per_tower.items():
+            table.add_row(f"  forward, a token of tower {tower}", exact(forward))
+    console.print(table)
+    console.out(f"meta-device model: {counts.total:,} parameters, equal to the analytic count")
+
+
+def _config_save(args: argparse.Namespace, console: Console) -> int:
+    config = resolve_config(args.source, args.overrides)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_config(config, out)
+    console.out(f"wrote {out}")
+    return 0
+
+
+def _summary(args: argparse.Namespace, console: Console) -> int:
+    header, rows = preset_table(args.context)
+    table = Table(title="The paper's models (sparse models: the paper's size label counts active parameters)")
+    for column in header:
+        table.add_column(column, no_wrap=column == "preset",
+                         justify="left" if column in ("preset", "table", "non-embedding per tower") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.out("total = embedding + every tower's non-embedding; active = what one token uses "
+                "(MoE: router + 1 expert). Details: mot config show <preset> --dry-run")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser --
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mot",
+                                     description="Mixture-of-Transformers: configs and model accounting.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,summary}")
+
+    config = verbs.add_parser("config", help="list, show and save model configs")
+    actions = config.add_subparsers(dest="action", required=True, metavar="{list,show,save}")
+    actions.add_parser("list", help="the paper's model presets").set_defaults(run=_config_list)
+
+    source_help = "a preset name (mot config list) or a YAML file"
+    overrides_help = "key=value overrides, e.g. n_layers=2 moe.towers=[text]"
+    show = actions.add_parser("show", help="print a resolved config as YAML")
+    show.add_argument("source", help=source_help)
+    show.add_argument("overrides", nargs="*", help=overrides_help)
+    show.add_argument("--dry-run", action="store_true",
+                      help="build the model on the meta device and print parameters and FLOPs")
+    show.add_argument("--context", type=_positive_int,
+                      help="with --dry-run: context length for FLOPs (default max_seq_len)")
+    show.set_defaults(run=_config_show)
+
+    save = actions.add_parser("save", help="write a resolved config to a YAML file")
+    save.add_argument("source", help=source_help)
+    save.add_argument("out", help="the YAML file to write")
+    save.add_argument("overrides", nargs="*", help=overrides_help)
+    save.set_defaults(run=_config_save)
+
+    summary = verbs.add_parser("summary", help="parameters and FLOPs of every paper preset")
+    summary.add_argument("--context", type=_positive_int,
+                         help="context length for FLOPs (default each preset's max_seq_len, 4096)")
+    summary.set_defaults(run=_summary)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``mot`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a trailing nargs="*" positional at the first option, so
+    # `show NAME --dry-run a=1` leaves `a=1` over; it is still an override.
+    if extra and hasattr(args, "overrides") and not any(item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Outside a terminal (pipes, files, tests) rich would fold wide tables at 80 columns.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    try:
+        return args.run(args, console)
+    except (ConfigError, OSError) as error:
+        print(f"mot: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except AccountingError as error:  # a bug in mot, not bad input
+        print(f"mot: internal error: {error}", file=sys.stderr)
+        return 1
