@@ -34,6 +34,11 @@ class RoutingPlan:
     def num_tokens(self) -> int:
         return self.batch_size * self.seq_len
 
+    @property
+    def is_identity(self) -> bool:
+        """All tokens in one tower (a dense model, or a one-modality batch): sorting changes nothing."""
+        return max(self.tower_counts) == self.num_tokens
+
     def to(self, device: torch.device | str) -> "RoutingPlan":
         return RoutingPlan(self.order.to(device, non_blocking=True),
                            self.inverse.to(device, non_blocking=True),
@@ -74,9 +79,9 @@ class _PermuteRows(torch.autograd.Function):
 
 def to_tower_order(x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
     """``[B*L, ...]`` in sequence order -> the same rows in tower-sorted order."""
-    return _PermuteRows.apply(x, plan.order, plan.inverse)
+    return x if plan.is_identity else _PermuteRows.apply(x, plan.order, plan.inverse)
 
 
 def to_sequence_order(x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
     """``[B*L, ...]`` in tower-sorted order -> the same rows in sequence order."""
-    return _PermuteRows.apply(x, plan.inverse, plan.order)
+    return x if plan.is_identity else _PermuteRows.apply(x, plan.inverse, plan.order)

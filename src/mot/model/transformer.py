@@ -17,7 +17,7 @@ from .inputs import check_shapes, check_values
 from .layers import SwiGLU, make_norm, rotary_cos_sin
 from .masks import MaskSpec, positions_from_documents
 from .moe import ExpertsFFN
-from .routing import RoutingPlan, build_routing_plan, to_sequence_order
+from .routing import RoutingPlan, build_routing_plan, to_sequence_order, to_tower_order
 from .towers import PerTower
 
 
@@ -104,7 +104,7 @@ class MoTModel(nn.Module):
             positions = (positions_from_documents(document_ids) if document_ids is not None
                          else torch.arange(length, device=tokens.device).expand(batch, length))
 
-        x = self.embed(tokens.reshape(-1).index_select(0, plan.order))  # tower-sorted [N, D]
+        x = self.embed(to_tower_order(tokens.reshape(-1), plan))  # tower-sorted [N, D]
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         mask = self.backend.prepare(MaskSpec(document_ids, span_ids), batch, length, length,
                                     x.dtype, x.device)
