@@ -23,6 +23,7 @@ ARCHITECTURES = {
     "layernorm-no-qknorm": dict(norm_type="layernorm", qk_norm=False),
     "moe4x-ec": dict(towers={"text": "shared", "image": "shared"}, moe={"towers": ["shared"]}),
     "mot-text-moe4x": dict(moe={"towers": ["text"]}),
+    "untied-attention-shared-moe4x": dict(untied=["attention"], moe={"towers": ["shared"]}),
     "mot-text-moe4x-tc": dict(moe={"towers": ["text"], "routing": "token_choice"}),
 }
 

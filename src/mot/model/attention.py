@@ -7,14 +7,14 @@ the softmax runs over the whole interleaved sequence, every modality together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, List
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from .layers import apply_rotary, make_norm
-from .routing import RoutingPlan, to_sequence_order, to_tower_order
+from .routing import RoutingPlan, merge_towers, split_by_tower
 from .towers import PerTower
 
 
@@ -43,29 +43,25 @@ class GlobalAttention(nn.Module):
             self.q_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, head_dim, config.norm_eps))
             self.k_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, head_dim, config.norm_eps))
 
-    def project(self, x: torch.Tensor, plan: RoutingPlan):
-        """Tower-sorted ``x [N, D]`` -> q ``[N, H, hd]``, k and v ``[N, Hkv, hd]``, still tower-sorted."""
-        n = x.shape[0]
-        q, k, v = self.qkv(x, plan).split(
-            [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
-        q = q.reshape(n, self.heads, self.head_dim)
-        k = k.reshape(n, self.kv_heads, self.head_dim)
-        v = v.reshape(n, self.kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q, plan), self.k_norm(k, plan)
-        return q, k, v
-
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """Tower-sorted ``x [N, D]`` -> attention output ``[N, D]`` in the same order."""
+    def forward(self, parts: List[torch.Tensor], ctx: AttentionContext) -> List[torch.Tensor]:
+        """One part ``[n_t, D]`` per tower -> the attention output for each part, same shapes."""
         plan = ctx.plan
         batch, length = plan.batch_size, plan.seq_len
-        q, k, v = self.project(x, plan)
+        qkv = self.qkv(parts)  # Algorithm 1 line 6, tower by tower
+        sizes = [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
+        q, k, v = zip(*(part.split(sizes, dim=-1) for part in qkv))
+        q = [part.reshape(-1, self.heads, self.head_dim) for part in q]
+        k = [part.reshape(-1, self.kv_heads, self.head_dim) for part in k]
+        v = [part.reshape(-1, self.kv_heads, self.head_dim) for part in v]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
 
-        def heads_first(t: torch.Tensor) -> torch.Tensor:  # tower-sorted [N, h, hd] -> [B, h, L, hd]
-            return to_sequence_order(t, plan).view(batch, length, *t.shape[1:]).transpose(1, 2)
+        def heads_first(parts: List[torch.Tensor]) -> torch.Tensor:  # parts -> [B, h, L, hd]
+            merged = merge_towers(parts, plan)
+            return merged.view(batch, length, *merged.shape[1:]).transpose(1, 2)
 
-        q = apply_rotary(heads_first(q), ctx.cos, ctx.sin)
-        k = apply_rotary(heads_first(k), ctx.cos, ctx.sin)
-        attended = ctx.backend.attend(q, k, heads_first(v), ctx.mask)  # [B, H, L, hd]
+        query = apply_rotary(heads_first(q), ctx.cos, ctx.sin)
+        key = apply_rotary(heads_first(k), ctx.cos, ctx.sin)
+        attended = ctx.backend.attend(query, key, heads_first(v), ctx.mask)  # lines 8-9: [B, H, L, hd]
         attended = attended.transpose(1, 2).reshape(batch * length, self.heads * self.head_dim)
-        return self.out(to_tower_order(attended, plan), plan)
+        return self.out(split_by_tower(attended, plan))  # line 11

@@ -3,6 +3,8 @@ variants are all this class, configured by the tower map and the set of untied c
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ def make_ffn(config: ModelConfig, group: str) -> nn.Module:
 class MoTBlock(nn.Module):
     """``post`` (paper eq. 1-2): ``h = x + Norm(Attn(x))``, ``y = h + Norm(FFN(h))``.
     ``pre`` (Llama): ``h = x + Attn(Norm(x))``, ``y = h + FFN(Norm(h))``.
-    Input and output are the tower-sorted residual stream ``[B*L, D]``.
+    Input and output are the residual stream as one part ``[n_t, D]`` per tower.
     """
 
     def __init__(self, config: ModelConfig):
@@ -40,10 +42,11 @@ class MoTBlock(nn.Module):
         self.ffn_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, config.d_model,
                                                                   config.norm_eps))
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        plan = ctx.plan
+    def forward(self, parts: List[torch.Tensor], ctx: AttentionContext) -> List[torch.Tensor]:
         if self.pre_norm:
-            h = x + self.attention(self.attention_norm(x, plan), ctx)
-            return h + self.ffn(self.ffn_norm(h, plan), plan)
-        h = x + self.attention_norm(self.attention(x, ctx), plan)
-        return h + self.ffn_norm(self.ffn(h, plan), plan)
+            attended = self.attention(self.attention_norm(parts), ctx)
+            h = [x + a for x, a in zip(parts, attended)]
+            return [x + f for x, f in zip(h, self.ffn(self.ffn_norm(h)))]
+        attended = self.attention_norm(self.attention(parts, ctx))
+        h = [x + a for x, a in zip(parts, attended)]
+        return [x + f for x, f in zip(h, self.ffn_norm(self.ffn(h)))]

@@ -43,6 +43,9 @@ class ExpertChoiceFFN(ExpertsFFN):
     and notes the leak). Tokens no expert picks pass through the residual only.
     """
 
+    #: a token's output depends on the other tokens: a shared copy must see all towers' tokens at once
+    token_wise = False
+
     def __init__(self, dim: int, hidden: int, num_experts: int, capacity_factor: float):
         super().__init__(dim, hidden, num_experts)
         self.capacity_factor = capacity_factor

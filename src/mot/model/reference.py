@@ -26,6 +26,9 @@ Router = Callable[[PerTower, torch.Tensor, dict], torch.Tensor]
 
 def route_by_boolean_index(per_tower: PerTower, x: torch.Tensor, tower_masks: dict) -> torch.Tensor:
     """Algorithm 1, lines 3-5 and 14-16: ``X_t = x[I_t]``, then ``Y[I_t] = f_t(X_t)``."""
+    if per_tower.shared:  # a tied component: one module for every token, all at once
+        y = per_tower.for_tower("")(x.flatten(0, 1))
+        return y.view(*x.shape[:2], *y.shape[1:])
     out = None
     for tower, mask in tower_masks.items():
         y = per_tower.for_tower(tower)(x[mask])

@@ -1,16 +1,17 @@
 """The routing plan: which token goes to which tower, computed once per batch on the host.
 
 MoT's per-tower weights would normally need a boolean mask per modality in every layer, and on a
-GPU each ``x[mask]`` is a host sync (DESIGN.md invariant 3). Instead the residual stream is kept
-*sorted by tower* for the whole stack: tokens are permuted once with a stable sort of their tower
-ids, every per-tower op then works on contiguous slices of known length, and only attention (which
-needs the original sequence order) un-permutes its inputs and re-permutes its output.
+GPU each ``x[mask]`` is a host sync (DESIGN.md invariant 3). Instead the model keeps its residual
+stream *split by tower* for the whole stack: one part per tower, each part holding that tower's
+tokens in sequence order. Every per-tower op then runs on a whole part, and only attention
+(which needs the interleaved sequence) scatters its inputs into sequence order and gathers its
+output back. The indices for that are computed once per batch, from data the loader has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -19,13 +20,12 @@ import torch
 class RoutingPlan:
     """How the ``B*L`` flattened tokens of a batch are grouped by tower.
 
-    ``order[i]`` is the flat index (``b * L + l``) of the i-th token in tower-sorted order and
-    ``inverse`` undoes it. ``tower_counts[t]`` is the number of tokens of tower t: a plain Python
-    tuple, known on the host, so slicing by it never waits for the device.
+    ``order`` lists the flat indices (``b * L + l``) of the tokens tower by tower (a stable sort
+    of their tower ids); ``tower_counts[t]`` is the number of tokens of tower t, a plain Python
+    tuple known on the host, so cutting the stream into parts never waits for the device.
     """
 
     order: torch.Tensor  # [B*L] int64
-    inverse: torch.Tensor  # [B*L] int64
     tower_counts: Tuple[int, ...]
     batch_size: int
     seq_len: int
@@ -35,14 +35,18 @@ class RoutingPlan:
         return self.batch_size * self.seq_len
 
     @property
-    def is_identity(self) -> bool:
-        """All tokens in one tower (a dense model, or a one-modality batch): sorting changes nothing."""
-        return max(self.tower_counts) == self.num_tokens
+    def single_tower(self) -> bool:
+        """A dense model: one tower holds every token, there is nothing to reorder."""
+        return len(self.tower_counts) == 1
+
+    @property
+    def tower_indices(self) -> Tuple[torch.Tensor, ...]:
+        """The flat indices of each tower's tokens (views into ``order``)."""
+        return self.order.split(self.tower_counts)
 
     def to(self, device: torch.device | str) -> "RoutingPlan":
-        return RoutingPlan(self.order.to(device, non_blocking=True),
-                           self.inverse.to(device, non_blocking=True),
-                           self.tower_counts, self.batch_size, self.seq_len)
+        return RoutingPlan(self.order.to(device, non_blocking=True), self.tower_counts,
+                           self.batch_size, self.seq_len)
 
 
 def build_routing_plan(modality_ids: torch.Tensor, modality_tower_index: Sequence[int]) -> RoutingPlan:
@@ -57,31 +61,56 @@ def build_routing_plan(modality_ids: torch.Tensor, modality_tower_index: Sequenc
     lookup = torch.as_tensor(list(modality_tower_index), dtype=torch.int64, device=modality_ids.device)
     tower_ids = lookup[modality_ids.reshape(-1).long()]
     order = torch.sort(tower_ids, stable=True).indices
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
     counts = torch.bincount(tower_ids, minlength=max(modality_tower_index) + 1)
-    return RoutingPlan(order, inverse, tuple(int(c) for c in counts.cpu().tolist()), batch_size, seq_len)
+    return RoutingPlan(order, tuple(int(c) for c in counts.cpu().tolist()), batch_size, seq_len)
 
 
-class _PermuteRows(torch.autograd.Function):
-    """``x[index]`` whose backward is the inverse gather, not a scatter-add (index is a permutation)."""
+class _GatherTowers(torch.autograd.Function):
+    """Sequence-order rows -> one part per tower; the backward writes each part's gradient back
+    into its rows (no scatter-add: every row belongs to exactly one tower)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
+    def forward(ctx, x: torch.Tensor, indices: Tuple[torch.Tensor, ...]):
+        ctx.indices, ctx.shape = indices, x.shape
+        return tuple(x.index_select(0, index) for index in indices)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        reference = next(g for g in grads if g is not None)
+        out = reference.new_empty(ctx.shape) if all(g is not None for g in grads) else reference.new_zeros(ctx.shape)
+        for index, grad in zip(ctx.indices, grads):
+            if grad is not None:
+                out.index_copy_(0, index, grad)
+        return out, None
+
+
+class _ScatterTowers(torch.autograd.Function):
+    """One part per tower -> rows in sequence order; the adjoint of :class:`_GatherTowers`."""
+
+    @staticmethod
+    def forward(ctx, indices: Tuple[torch.Tensor, ...], *parts: torch.Tensor):
+        ctx.indices = indices
+        out = parts[0].new_empty(sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        for index, part in zip(indices, parts):
+            out.index_copy_(0, index, part)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
+        return (None, *(grad.index_select(0, index) for index in ctx.indices))
 
 
-def to_tower_order(x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
-    """``[B*L, ...]`` in sequence order -> the same rows in tower-sorted order."""
-    return x if plan.is_identity else _PermuteRows.apply(x, plan.order, plan.inverse)
+def split_by_tower(x: torch.Tensor, plan: RoutingPlan) -> List[torch.Tensor]:
+    """``x [B*L, ...]`` in sequence order -> one part per tower, ``[tower_counts[t], ...]`` each."""
+    if plan.single_tower:
+        return [x]
+    return list(_GatherTowers.apply(x, plan.tower_indices))
 
 
-def to_sequence_order(x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
-    """``[B*L, ...]`` in tower-sorted order -> the same rows in sequence order."""
-    return x if plan.is_identity else _PermuteRows.apply(x, plan.inverse, plan.order)
+def merge_towers(parts: Sequence[torch.Tensor], plan: RoutingPlan) -> torch.Tensor:
+    """The inverse of :func:`split_by_tower`: the parts' rows back in sequence order ``[B*L, ...]``."""
+    if plan.single_tower:
+        return parts[0]
+    # Empty parts still go through the scatter: an absent tower's weights then get zero
+    # gradients rather than None (DESIGN.md invariant 4).
+    return _ScatterTowers.apply(plan.tower_indices, *parts)

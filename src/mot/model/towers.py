@@ -1,22 +1,20 @@
 """Per-tower modules: one copy of a module per weight group, applied to that group's tokens.
 
 A component's weight groups are ``ModelConfig.groups(component)``: one per tower when the component
-is untied, else the single ``shared`` group. The input is the tower-sorted residual stream, so each
-tower's tokens are one contiguous slice whose length is in the routing plan.
+is untied, else the single ``shared`` group. The residual stream is a list with one part per
+tower (see ``routing.py``), so applying a component is one call per part.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Sequence
 
 import torch
 from torch import nn
 
-from .routing import RoutingPlan
-
 
 class PerTower(nn.Module):
-    """Holds ``make(group)`` once per group under the group's name (``...qkv.image.weight``)."""
+    """Holds ``make(group)`` once per group under the group's name (``...qkv.towers.image.weight``)."""
 
     def __init__(self, groups: List[str], make: Callable[[str], nn.Module]):
         super().__init__()
@@ -30,11 +28,16 @@ class PerTower(nn.Module):
         """The module that tower ``tower`` uses (the shared one when the component is tied)."""
         return next(iter(self.towers.values())) if self.shared else self.towers[tower]
 
-    def forward(self, x: torch.Tensor, plan: RoutingPlan) -> torch.Tensor:
-        """``x [B*L, ...]`` in tower-sorted order -> each slice through its own tower's module."""
+    def forward(self, parts: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """One part per tower (in ``ModelConfig.tower_names`` order) -> each through its module.
+
+        Every tower runs, even on an empty part, so its weights get zero gradients (not None) and
+        distributed collectives stay in step (DESIGN.md invariant 4).
+        """
         if self.shared:
-            return next(iter(self.towers.values()))(x)
-        # Every tower runs, even on an empty slice, so its weights get zero gradients (not None)
-        # and distributed collectives stay in step (DESIGN.md invariant 4).
-        slices = x.split(plan.tower_counts)
-        return torch.cat([module(part) for module, part in zip(self.towers.values(), slices)])
+            module = next(iter(self.towers.values()))
+            if len(parts) > 1 and not getattr(module, "token_wise", True):
+                # A shared module that mixes tokens (Expert-Choice routing) must see them all at once.
+                return list(module(torch.cat(list(parts))).split([p.shape[0] for p in parts]))
+            return [module(part) for part in parts]
+        return [module(part) for module, part in zip(self.towers.values(), parts)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from .inputs import check_shapes, check_values
 from .layers import SwiGLU, make_norm, rotary_cos_sin
 from .masks import MaskSpec, positions_from_documents
 from .moe import ExpertsFFN
-from .routing import RoutingPlan, build_routing_plan, to_sequence_order, to_tower_order
+from .routing import RoutingPlan, build_routing_plan, merge_towers, split_by_tower
 from .towers import PerTower
 
 
@@ -104,21 +104,22 @@ class MoTModel(nn.Module):
             positions = (positions_from_documents(document_ids) if document_ids is not None
                          else torch.arange(length, device=tokens.device).expand(batch, length))
 
-        x = self.embed(to_tower_order(tokens.reshape(-1), plan))  # tower-sorted [N, D]
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        # The residual stream: one part [n_t, D] per tower, each tower's tokens in sequence order.
+        parts = [self.embed(ids) for ids in split_by_tower(tokens.reshape(-1), plan)]
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, parts[0].dtype)
         mask = self.backend.prepare(MaskSpec(document_ids, span_ids), batch, length, length,
-                                    x.dtype, x.device)
+                                    parts[0].dtype, tokens.device)
         ctx = AttentionContext(plan, cos, sin, self.backend, mask)
 
-        def in_sequence_order(t: torch.Tensor) -> torch.Tensor:
-            return to_sequence_order(t, plan).view(batch, length, -1)
+        def in_sequence_order(parts: List[torch.Tensor]) -> torch.Tensor:
+            return merge_towers(parts, plan).view(batch, length, -1)
 
-        states = [in_sequence_order(x)] if output_layer_states else None
+        states = [in_sequence_order(parts)] if output_layer_states else None
         for block in self.blocks:
-            x = block(x, ctx)
+            parts = block(parts, ctx)
             if states is not None:
-                states.append(in_sequence_order(x))
-        hidden = in_sequence_order(self.final_norm(x, plan))
+                states.append(in_sequence_order(parts))
+        hidden = in_sequence_order(self.final_norm(parts))
         return ModelOutput(self.head(hidden), hidden, tuple(states) if states is not None else None)
 
 
