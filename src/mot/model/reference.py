@@ -33,7 +33,7 @@ def route_by_boolean_index(per_tower: PerTower, x: torch.Tensor, tower_masks: di
     for tower, mask in tower_masks.items():
         y = per_tower.for_tower(tower)(x[mask])
         if out is None:
-            out = x.new_zeros(*mask.shape, *y.shape[1:])
+            out = y.new_zeros(*mask.shape, *y.shape[1:])  # y.dtype: autocast may change it
         out[mask] = y
     return out
 
