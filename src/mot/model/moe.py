@@ -61,7 +61,7 @@ class ExpertChoiceFFN(ExpertsFFN):
         gates, index = self.route(x)
         chosen = x.index_select(0, index.reshape(-1)).view(*index.shape, x.shape[-1])
         out = self.run_experts(chosen) * gates[..., None]
-        return x.new_zeros(x.shape).index_add(0, index.reshape(-1), out.reshape(-1, x.shape[-1]))
+        return out.new_zeros(x.shape).index_add(0, index.reshape(-1), out.reshape(-1, x.shape[-1]))
 
 
 class TokenChoiceFFN(ExpertsFFN):
