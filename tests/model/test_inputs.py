@@ -60,5 +60,5 @@ def test_wrong_rank_and_dtype_and_length(model):
 def test_a_plan_for_another_batch_shape_is_rejected(model):
     tokens, modalities = ok_batch()
     plan = model.plan_for(modalities[:, :5])
-    with pytest.raises(ValueError, match=r"routing plan is for a \[2, 5\] batch"):
+    with pytest.raises(InputError, match=r"routing plan is for a \[2, 5\] batch"):
         model(tokens, modalities, plan=plan)

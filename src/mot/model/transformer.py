@@ -13,7 +13,7 @@ from ..config import ModelConfig
 from .attention import AttentionContext
 from .attention_backends import get_backend
 from .block import MoTBlock
-from .inputs import check_shapes, check_values
+from .inputs import InputError, check_shapes, check_values
 from .layers import SwiGLU, make_norm, rotary_cos_sin
 from .masks import MaskSpec, positions_from_documents
 from .moe import ExpertsFFN
@@ -98,7 +98,7 @@ class MoTModel(nn.Module):
             check_values(self.config, tokens, modality_ids, positions)
             plan = self.plan_for(modality_ids)
         elif (plan.batch_size, plan.seq_len) != (batch, length):
-            raise ValueError(f"routing plan is for a [{plan.batch_size}, {plan.seq_len}] batch, "
+            raise InputError(f"routing plan is for a [{plan.batch_size}, {plan.seq_len}] batch, "
                              f"tokens are {list(tokens.shape)}")
         if positions is None:
             positions = (positions_from_documents(document_ids) if document_ids is not None
