@@ -1,0 +1,1 @@
+"""Data: sources, the document format, preparation into shards, packing and the loader."""

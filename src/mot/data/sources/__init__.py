@@ -1,0 +1,1 @@
+"""Where documents come from: generated scenes, corpora shipped by packages, synthesized speech."""
