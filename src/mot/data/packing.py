@@ -1,0 +1,174 @@
+"""Packing tokenized documents into fixed-length rows: the batch the model takes.
+
+A document becomes one token stream::
+
+    <bos> text ids ... <boi> image ids ... <eoi> text ids ... <bos_speech> speech ids <eos_speech> <eos>
+
+Streams are placed in rows of ``seq_len`` tokens in order, first fit: a document that does not fit
+in what is left of a row starts the next row (the rest is padding); a document longer than a row
+is cut into pieces, never inside an image or speech span. Every row carries the metadata the
+model needs (DESIGN.md §3): modality ids, positions restarting per document, document ids,
+bidirectional span ids, next-token targets, and the routing plan computed here, on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..model.routing import RoutingPlan, build_routing_plan
+from ..tokenizers.vocab import VocabLayout
+
+#: target value for positions that train nothing (cross-entropy's default ignore index)
+IGNORE = -100
+#: document id of padding tokens (they only see each other)
+PAD_DOCUMENT = -1
+
+
+class PackingError(ValueError):
+    """A document cannot be packed (for example an image span longer than a row)."""
+
+
+@dataclass(frozen=True)
+class TokenizedDocument:
+    """A document as unified token ids: ``segments`` is ``[(modality, ids), ...]`` in order,
+    ids without begin/end markers (packing adds them)."""
+
+    doc_id: str
+    segments: Tuple[Tuple[str, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class DocumentStream:
+    """One document's token stream and its non-host spans ``[(start, stop), ...]`` (content only,
+    markers excluded), with the modality of each span."""
+
+    doc_id: str
+    tokens: np.ndarray
+    spans: Tuple[Tuple[int, int, str], ...]
+
+
+def document_stream(document: TokenizedDocument, layout: VocabLayout) -> DocumentStream:
+    """``<bos>``, each segment (non-host segments between their markers), ``<eos>``."""
+    host = layout.modalities[0]
+    pieces: List[np.ndarray] = [np.array([layout.special("<bos>")])]
+    spans: List[Tuple[int, int, str]] = []
+    length = 1
+    for modality, ids in document.segments:
+        ids = np.asarray(ids, dtype=np.int64)
+        start, stop = layout.id_range(modality)
+        if ids.size and ((ids < start) | (ids >= stop)).any():
+            raise PackingError(f"document {document.doc_id!r}: a {modality} segment holds ids outside "
+                               f"[{start}, {stop})")
+        if modality == host:
+            pieces.append(ids)
+            length += ids.size
+            continue
+        begin, end = layout.markers(modality)
+        spans.append((length + 1, length + 1 + ids.size, modality))
+        pieces.extend([np.array([begin]), ids, np.array([end])])
+        length += ids.size + 2
+    pieces.append(np.array([layout.special("<eos>")]))
+    return DocumentStream(document.doc_id, np.concatenate(pieces).astype(np.int64), tuple(spans))
+
+
+def _cut_points(stream: DocumentStream, seq_len: int) -> List[int]:
+    """Where to cut a stream longer than a row: at most ``seq_len`` apart, never inside a span
+    (markers included)."""
+    cuts, start = [], 0
+    total = stream.tokens.size
+    while total - start > seq_len:
+        cut = start + seq_len
+        for span_start, span_stop, modality in stream.spans:
+            if span_start - 1 < cut < span_stop + 1:  # the cut would split <begin> ids <end>
+                cut = span_start - 1
+                if cut <= start:
+                    raise PackingError(f"document {stream.doc_id!r}: a {modality} span of "
+                                       f"{span_stop - span_start + 2} tokens (markers included) does not "
+                                       f"fit in a row of {seq_len}")
+                break
+        cuts.append(cut)
+        start = cut
+    return cuts
+
+
+@dataclass
+class PackedBatch:
+    """``[B, L]`` arrays for the model plus the routing plan. ``targets[b, i]`` is the token the
+    model must predict at position i (the next token of the same document), or ``IGNORE``."""
+
+    tokens: torch.Tensor
+    modality_ids: torch.Tensor
+    positions: torch.Tensor
+    document_ids: torch.Tensor
+    span_ids: torch.Tensor
+    targets: torch.Tensor
+    plan: RoutingPlan
+
+    def model_inputs(self) -> dict:
+        """Keyword arguments for ``MoTModel.forward``."""
+        return dict(tokens=self.tokens, modality_ids=self.modality_ids, positions=self.positions,
+                    document_ids=self.document_ids, span_ids=self.span_ids, plan=self.plan)
+
+
+def pack(documents: Iterable[TokenizedDocument], seq_len: int, layout: VocabLayout,
+         modality_tower_index: Sequence[int], bidirectional: Sequence[str] = ()) -> PackedBatch:
+    """Pack ``documents`` into as many rows of ``seq_len`` as they need.
+
+    ``modality_tower_index`` comes from the model config (``ModelConfig.modality_tower_index``).
+    Spans of the modalities in ``bidirectional`` (``["image"]`` in the Transfusion setting) get
+    span ids, so their tokens attend to each other in both directions.
+    """
+    if seq_len < 2:
+        raise PackingError(f"seq_len={seq_len}: a row needs at least 2 tokens")
+    unknown = set(bidirectional) - set(layout.modalities)
+    if unknown:
+        raise PackingError(f"bidirectional={list(bidirectional)}: {sorted(unknown)} not in {layout.modalities}")
+    rows: List[List[Tuple[DocumentStream, int, int]]] = [[]]  # (stream, piece start, piece stop)
+    used = 0
+    for document in documents:
+        stream = document_stream(document, layout)
+        bounds = [0, *_cut_points(stream, seq_len), stream.tokens.size]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            if stop - start > seq_len - used:
+                rows.append([])
+                used = 0
+            rows[-1].append((stream, start, stop))
+            used += stop - start
+    if not rows[-1]:
+        rows.pop()
+    if not rows:
+        raise PackingError("no documents to pack")
+    return _rows_to_batch(rows, seq_len, layout, modality_tower_index, set(bidirectional))
+
+
+def _rows_to_batch(rows, seq_len, layout, modality_tower_index, bidirectional) -> PackedBatch:
+    shape = (len(rows), seq_len)
+    tokens = np.full(shape, layout.special("<pad>"), dtype=np.int64)
+    documents = np.full(shape, PAD_DOCUMENT, dtype=np.int64)
+    positions = np.zeros(shape, dtype=np.int64)
+    spans = np.zeros(shape, dtype=np.int64)
+    targets = np.full(shape, IGNORE, dtype=np.int64)
+    for b, row in enumerate(rows):
+        at, next_span = 0, 1
+        for document_index, (stream, start, stop) in enumerate(row):
+            n = stop - start
+            tokens[b, at:at + n] = stream.tokens[start:stop]
+            documents[b, at:at + n] = document_index
+            positions[b, at:at + n] = np.arange(n)
+            targets[b, at:at + n - 1] = stream.tokens[start + 1:stop]
+            for span_start, span_stop, modality in stream.spans:
+                if modality in bidirectional and start <= span_start and span_stop <= stop:
+                    spans[b, at + span_start - start:at + span_stop - start] = next_span
+                    next_span += 1
+            at += n
+        # padding positions restart at 0 too, so they never exceed a row
+        positions[b, at:] = np.arange(seq_len - at)
+    modality_ids = layout.modality_of(tokens)
+    modality_tensor = torch.from_numpy(modality_ids)
+    return PackedBatch(torch.from_numpy(tokens), modality_tensor, torch.from_numpy(positions),
+                       torch.from_numpy(documents), torch.from_numpy(spans), torch.from_numpy(targets),
+                       build_routing_plan(modality_tensor, modality_tower_index))
