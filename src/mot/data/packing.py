@@ -75,6 +75,12 @@ def document_stream(document: TokenizedDocument, layout: VocabLayout) -> Documen
     return DocumentStream(document.doc_id, np.concatenate(pieces).astype(np.int64), tuple(spans))
 
 
+def piece_bounds(stream: DocumentStream, seq_len: int) -> List[Tuple[int, int]]:
+    """The ``(start, stop)`` pieces a stream is cut into so that each fits in a row."""
+    bounds = [0, *_cut_points(stream, seq_len), stream.tokens.size]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _cut_points(stream: DocumentStream, seq_len: int) -> List[int]:
     """Where to cut a stream longer than a row: at most ``seq_len`` apart, never inside a span
     (markers included)."""
@@ -107,6 +113,8 @@ class PackedBatch:
     span_ids: torch.Tensor
     targets: torch.Tensor
     plan: RoutingPlan
+    #: the documents (or pieces of documents) in the batch, in order
+    doc_ids: Tuple[str, ...] = ()
 
     def model_inputs(self) -> dict:
         """Keyword arguments for ``MoTModel.forward``."""
@@ -131,8 +139,7 @@ def pack(documents: Iterable[TokenizedDocument], seq_len: int, layout: VocabLayo
     used = 0
     for document in documents:
         stream = document_stream(document, layout)
-        bounds = [0, *_cut_points(stream, seq_len), stream.tokens.size]
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in piece_bounds(stream, seq_len):
             if stop - start > seq_len - used:
                 rows.append([])
                 used = 0
@@ -142,10 +149,13 @@ def pack(documents: Iterable[TokenizedDocument], seq_len: int, layout: VocabLayo
         rows.pop()
     if not rows:
         raise PackingError("no documents to pack")
-    return _rows_to_batch(rows, seq_len, layout, modality_tower_index, set(bidirectional))
+    return rows_to_batch(rows, seq_len, layout, modality_tower_index, bidirectional)
 
 
-def _rows_to_batch(rows, seq_len, layout, modality_tower_index, bidirectional) -> PackedBatch:
+def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq_len: int, layout: VocabLayout,
+                  modality_tower_index: Sequence[int], bidirectional: Sequence[str] = ()) -> PackedBatch:
+    """Rows of ``(stream, start, stop)`` pieces -> the padded ``[rows, seq_len]`` batch."""
+    bidirectional = set(bidirectional)
     shape = (len(rows), seq_len)
     tokens = np.full(shape, layout.special("<pad>"), dtype=np.int64)
     documents = np.full(shape, PAD_DOCUMENT, dtype=np.int64)
@@ -171,4 +181,6 @@ def _rows_to_batch(rows, seq_len, layout, modality_tower_index, bidirectional) -
     modality_tensor = torch.from_numpy(modality_ids)
     return PackedBatch(torch.from_numpy(tokens), modality_tensor, torch.from_numpy(positions),
                        torch.from_numpy(documents), torch.from_numpy(spans), torch.from_numpy(targets),
-                       build_routing_plan(modality_tensor, modality_tower_index))
+                       build_routing_plan(modality_tensor, modality_tower_index),
+                       tuple(stream.doc_id if (start, stop) == (0, stream.tokens.size) else
+                             f"{stream.doc_id}[{start}:{stop}]" for row in rows for stream, start, stop in row))
