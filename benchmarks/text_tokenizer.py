@@ -57,7 +57,7 @@ def main() -> None:
             )
             print(f"vocab {vocab_size} (got {tokenizer.vocab_size}): trained in {seconds:.1f} s; "
                   f"held-out bytes/token {tokenizer.bytes_per_token(every):.2f} ({per_source}); "
-                  f"fingerprint {tokenizer.fingerprint}")
+                  f"fingerprint {tokenizer.fingerprint()}")
 
 
 if __name__ == "__main__":

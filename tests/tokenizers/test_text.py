@@ -87,7 +87,7 @@ def test_training_is_deterministic(tmp_path):
 
 def test_different_corpus_different_fingerprint(bpe):
     other = BPETokenizer.train(CORPUS[:3] * 20, vocab_size=400)
-    assert other.fingerprint != bpe.fingerprint
+    assert other.fingerprint() != bpe.fingerprint()
 
 
 def test_save_load_keeps_mapping_and_fingerprint(bpe, tmp_path):
@@ -96,9 +96,9 @@ def test_save_load_keeps_mapping_and_fingerprint(bpe, tmp_path):
     loaded = BPETokenizer.load(directory)
     assert loaded.vocab_size == bpe.vocab_size
     assert loaded.encode_batch(CORPUS[:6]) == bpe.encode_batch(CORPUS[:6])
-    assert bpe.fingerprint == fingerprint(directory) == loaded.fingerprint
+    assert bpe.fingerprint() == fingerprint(directory) == loaded.fingerprint()
     resaved = loaded.save(tmp_path / "again")
-    assert fingerprint(resaved) == bpe.fingerprint
+    assert fingerprint(resaved) == bpe.fingerprint()
     assert json.loads((directory / "config.json").read_text())["vocab_size"] == bpe.vocab_size
 
 

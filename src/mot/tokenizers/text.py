@@ -236,7 +236,6 @@ class BPETokenizer:
         """Number of ids, byte tokens included."""
         return self._vocab_size
 
-    @property
     def fingerprint(self) -> str:
         """Content hash of the saved tokenizer (``mot.tokenizers.fingerprint``). For a loaded
         tokenizer it is the hash of the directory it came from; otherwise of a fresh save."""
