@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..config import ConfigError
 from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained
@@ -251,7 +252,8 @@ def train_loop(model: nn.Module, images: torch.Tensor,
     history: list[dict[str, float]] = []
     model.train()
     start = time.perf_counter()
-    for step in range(steps):
+    # a progress bar on a terminal only (disable=None), so logs and tests stay quiet
+    for step in tqdm(range(steps), desc=f"training {name}", leave=False, disable=None):
         batch = images[torch.randint(0, images.shape[0], (batch_size,), generator=generator)]
         loss, parts = step_loss(batch)
         optimizer.zero_grad(set_to_none=True)
