@@ -133,12 +133,14 @@ def _config_save(args: argparse.Namespace, console: Console) -> int:
 
 
 def _prepare(args: argparse.Namespace, console: Console) -> int:
+    from .data.documents import DocumentError
     from .data.prepare import PrepareConfig, PrepareError, prepare
 
-    config = load_config(PrepareConfig, args.config, args.overrides)
+    overrides = [*args.overrides, *(["skip_bad=true"] if args.skip_bad else [])]
+    config = load_config(PrepareConfig, args.config, overrides)
     try:
         manifest = prepare(config, log=console.out)
-    except PrepareError as error:
+    except (PrepareError, DocumentError) as error:
         raise ConfigError(str(error)) from None
     console.out(f"prepared {config.name}: {manifest}")
     return 0
@@ -199,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare = verbs.add_parser("prepare", help="build tokenizers and shards from the data sources")
     prepare.add_argument("--config", required=True, help="a data config, e.g. configs/data/ci.yaml")
     prepare.add_argument("overrides", nargs="*", help="key=value overrides, e.g. shapescenes=500")
+    prepare.add_argument("--skip-bad", action="store_true",
+                         help="skip bad documents of jsonl corpora and count them in the manifest")
     prepare.set_defaults(run=_prepare)
 
     summary = verbs.add_parser("summary", help="parameters and FLOPs of every paper preset")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,36 @@ def test_missing_speech_engines_skip_the_speech_modality(tmp_path, monkeypatch):
     manifest = json.loads(prepare(config, log=lambda _: None).read_text())
     assert "espeak-ng" in manifest["skipped_sources"]["speech"]
     assert VocabLayout.from_dict(manifest["vocab"]).modalities == ["text", "image"]
+
+
+def write_user_corpus(directory):
+    from PIL import Image
+
+    Image.fromarray(np.full((20, 24, 3), 200, dtype=np.uint8)).save(directory / "grey.png")
+    lines = [
+        {"id": "a", "segments": [{"type": "text", "text": "a grey picture"}, {"type": "image", "path": "grey.png"}]},
+        {"id": "b", "segments": [{"type": "video", "path": "clip.mp4"}]},
+        {"id": "c", "segments": [{"type": "image", "array": np.zeros((8, 8, 3), dtype=int).tolist()},
+                                 {"type": "text", "text": "black, then words"}]},
+        {"id": "d", "segments": [{"type": "text", "text": "  "}]},
+    ]
+    path = directory / "mine.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_user_corpora_stop_on_a_bad_document_or_skip_and_count_it(tmp_path, capsys):
+    corpus = write_user_corpus(tmp_path)
+    config = tmp_path / "data.yaml"
+    config.write_text("".join(f"{k}: {v}\n" for k, v in dict(SMALL, digits=0, shapescenes=10).items())
+                      + f"jsonl: [{corpus}]\n")
+    assert main(["prepare", "--config", str(config), f"out_dir={tmp_path / 'strict'}"]) == 2
+    error = capsys.readouterr().err
+    assert "mine.jsonl, line 2, document 'b'" in error and "video" in error
+    assert main(["prepare", "--config", str(config), f"out_dir={tmp_path / 'lenient'}", "--skip-bad"]) == 0
+    manifest = json.loads((tmp_path / "lenient" / "manifest.json").read_text())
+    assert manifest["bad_documents"]["mine"]["skipped_total"] == 2
+    assert manifest["bad_documents"]["mine"]["documents"] == 2
+    shards = {k: v for k, v in manifest["shards"].items() if v["source"] == "mine"}
+    assert sum(v["documents"] for v in shards.values()) == 2
+    assert sum(v["tokens_per_modality"]["image"] for v in shards.values()) == 2 * 65

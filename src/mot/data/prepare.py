@@ -13,7 +13,12 @@ to a temporary name and renamed when complete, so an interrupted run loses nothi
    ``1 - caption_first`` share chosen by the seed, ``image, caption``) with one caption paraphrase
    picked by the seed; a text document is its text.
 4. **manifest.json**: the config, the vocabulary layout, the tokenizers' fingerprints, every
-   shard's counts per modality, the skipped sources and the time each stage took.
+   shard's counts per modality, the skipped sources, the bad documents skipped from ``jsonl``
+   corpora (with ``skip_bad``) and the time each stage took.
+
+Your own corpora enter through ``jsonl`` (files in the document format of ``docs/data.md``); a bad
+document stops the run with an error naming the file, line, document and problem, or with
+``skip_bad`` (``mot prepare --skip-bad``) is skipped and counted.
 
 The same config (seed included) gives byte-identical shards.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -34,7 +39,7 @@ from tqdm import tqdm
 from ..tokenizers.image_vq import ImageVQ, ImageVQConfig, train_image_vq
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
-from .documents import Document, ImageSegment, TextSegment
+from .documents import Document, DocumentError, ImageSegment, SpeechSegment, TextSegment, load_image, read_jsonl
 from .packing import TokenizedDocument, document_stream
 from .shards import write_shard
 from .sources.errors import SourceUnavailable
@@ -72,6 +77,10 @@ class PrepareConfig:
     #: spoken captions (espeak-ng / flite); 0 leaves the speech modality out
     speech_utterances: int = 0
     speech_units: int = 500
+    #: your own corpora: JSONL files in the document format (docs/data.md), one source each
+    jsonl: List[str] = field(default_factory=list)
+    #: skip (and count in the manifest) bad documents of ``jsonl`` instead of stopping
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         from ..config import ConfigError
@@ -195,6 +204,49 @@ def _captioned_streams(documents: List[Document], text: BPETokenizer, vq: ImageV
 SPEECH = "speech"
 
 
+def _user_documents(config: PrepareConfig, log) -> Tuple[Dict[str, List[Document]], Dict[str, dict]]:
+    """Every ``jsonl`` corpus, read and checked; bad documents stop the run, or with
+    ``skip_bad`` are skipped and counted (the counts go into the manifest)."""
+    corpora, reports = {}, {}
+    for path in config.jsonl:
+        name = Path(path).stem
+        if name in corpora:
+            raise PrepareError(f"two jsonl corpora are named {name!r}; rename one of the files")
+        reader = read_jsonl(path, skip_bad=config.skip_bad)
+        corpora[name] = list(reader)
+        reports[name] = reader.report.to_dict()
+        if reader.report.skipped_total:
+            log(f"{path}: skipped {reader.report.skipped_total} bad documents ({dict(reader.report.skipped)})")
+    return corpora, reports
+
+
+def _user_streams(documents: List[Document], text: BPETokenizer, vq: ImageVQ, speech_units, layout: VocabLayout,
+                  config: PrepareConfig) -> List[np.ndarray]:
+    """A user document keeps its segments in order: text, images (through the VQ) and speech
+    (through the unit tokenizer, which needs ``speech_utterances > 0`` to exist)."""
+    from .sources.speech import SAMPLE_RATE, read_wav, resample
+
+    streams = []
+    for document in documents:
+        segments = []
+        for segment in document.segments:
+            if isinstance(segment, TextSegment):
+                segments.append(("text", layout.to_global("text", np.array(text.encode(segment.text)))))
+            elif isinstance(segment, ImageSegment):
+                with torch.no_grad():
+                    codes = vq.encode(load_image(segment, size=config.image_size)[None])[0].numpy()
+                segments.append(("image", layout.to_global("image", codes)))
+            else:
+                if speech_units is None:
+                    raise PrepareError(f"document {document.id!r} has a speech segment, but speech is off: "
+                                       f"set speech_utterances > 0 so a speech tokenizer is trained")
+                audio, rate = read_wav(segment.path)
+                units = speech_units.encode(resample(audio, rate, SAMPLE_RATE), SAMPLE_RATE)
+                segments.append((SPEECH, layout.to_global(SPEECH, units)))
+        streams.append(document_stream(TokenizedDocument(document.id, tuple(segments)), layout).tokens)
+    return streams
+
+
 def _speech_texts(config: PrepareConfig) -> List[str]:
     """Captions of ShapeScenes scenes beyond the image ones (``start``), one paraphrase each."""
     from .sources.shapescenes import shapescenes
@@ -268,21 +320,27 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                 log(f"skipping image source {name}: {error}")
         texts, text_skipped = _text_documents(config, out / "work", log) if config.text_documents else ({}, {})
         skipped.update(text_skipped)
+        user, bad_documents = _user_documents(config, log)
+        clash = set(user) & (set(captioned) | set(texts))
+        if clash:
+            raise PrepareError(f"jsonl corpus name(s) {sorted(clash)} clash with built-in sources; rename the files")
         splits = {name: _split(len(docs), config, salt) for salt, (name, docs) in
-                  enumerate(list(captioned.items()) + list(texts.items()))}
+                  enumerate(list(captioned.items()) + list(texts.items()) + list(user.items()))}
 
     with _timed(timings, "text_tokenizer"):
         train_texts = [t for name, docs in texts.items() for t in (docs[i] for i in splits[name]["train"])]
-        train_texts += [s.text for name, docs in captioned.items() for i in splits[name]["train"]
-                        for s in docs[i].segments if isinstance(s, TextSegment)]
+        train_texts += [s.text for name, docs in list(captioned.items()) + list(user.items())
+                        for i in splits[name]["train"] for s in docs[i].segments if isinstance(s, TextSegment)]
         text = _text_tokenizer(out / "tokenizers" / "text", train_texts, config, log)
     with _timed(timings, "image_tokenizer"):
         train_images = [next(s for s in docs[i].segments if isinstance(s, ImageSegment)).array
                         for name, docs in captioned.items() for i in splits[name]["train"]]
+        train_images += [load_image(s, size=config.image_size) for name, docs in user.items()
+                         for i in splits[name]["train"] for s in docs[i].segments if isinstance(s, ImageSegment)]
         vq, vq_metrics = _image_tokenizer(out / "tokenizers" / "image_vq",
                                           np.stack(train_images) if train_images else np.zeros((0,)), config, log)
     modality_sizes = {"text": text.vocab_size, "image": vq.codebook_size}
-    speech_entry, speech_documents = None, {}
+    speech_entry, speech_documents, speech_units = None, {}, None
     if config.speech_utterances:
         from .sources.speech import available_engines
 
@@ -290,6 +348,9 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
             if available_engines():
                 speech_entry, speech_documents = _speech(out, config, text, salt=100, log=log)
                 modality_sizes[SPEECH] = speech_entry["num_units"]
+                from ..tokenizers.speech_units import SpeechUnitTokenizer
+
+                speech_units = SpeechUnitTokenizer.load(out / "tokenizers" / "speech_units")
             else:
                 skipped[SPEECH] = "neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)"
                 log(f"skipping speech: {skipped[SPEECH]}")
@@ -297,7 +358,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
 
     shards = {}
     with _timed(timings, "shards"):
-        for salt, (name, docs) in enumerate(list(captioned.items()) + list(texts.items())):
+        for salt, (name, docs) in enumerate(list(captioned.items()) + list(texts.items()) + list(user.items())):
             for split, indices in splits[name].items():
                 if len(indices) == 0:
                     continue
@@ -306,6 +367,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                     chosen = [docs[i] for i in indices]
                     if name in captioned:
                         streams = _captioned_streams(chosen, text, vq, layout, config, salt)
+                    elif name in user:
+                        streams = _user_streams(chosen, text, vq, speech_units, layout, config)
                     else:
                         streams = [document_stream(TokenizedDocument(f"{name}:{i}", (
                             ("text", layout.to_global("text", np.array(text.encode(doc)))),)), layout).tokens
@@ -330,7 +393,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                        **({"speech_units": speech_entry} if speech_entry else {})},
         "shards": {name: {k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}
                    for name, meta in shards.items()},
-        "skipped_sources": skipped, "seconds": timings,
+        "skipped_sources": skipped, "bad_documents": bad_documents, "seconds": timings,
     }
     path = out / MANIFEST
     temporary = path.with_suffix(".tmp")
