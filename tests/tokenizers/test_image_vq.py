@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mot.config import ConfigError
-from mot.data.sources.images import digits as digit_documents
 from mot.model.io import CheckpointError
 from mot.tokenizers.fingerprint import fingerprint
 from mot.tokenizers.image_vae import ImageVAE, ImageVAEConfig
@@ -23,20 +22,7 @@ STEPS = 200
 MSE_BOUND = 0.006
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convs gain nothing from a second thread, and on a shared CPU OpenMP's spinning
-    threads make them many times slower; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    """The corpus's digits (dark ink on white, 32x32 RGB uint8), the first 600."""
-    return np.stack([document.segments[0].array for document in digit_documents(limit=600)])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

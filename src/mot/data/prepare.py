@@ -39,7 +39,7 @@ from tqdm import tqdm
 from ..tokenizers.image_vq import ImageVQ, ImageVQConfig, train_image_vq
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
-from .documents import Document, DocumentError, ImageSegment, SpeechSegment, TextSegment, load_image, read_jsonl
+from .documents import Document, ImageSegment, TextSegment, load_image, read_jsonl
 from .packing import TokenizedDocument, document_stream
 from .shards import write_shard
 from .sources.errors import SourceUnavailable

@@ -47,6 +47,18 @@ def _atomic_write(target: Path, write) -> None:
             os.remove(temporary)
 
 
+def state_mismatch(model: torch.nn.Module, state: dict) -> list:
+    """What keeps ``state`` from loading into ``model`` (missing, unexpected, wrongly shaped
+    tensors, a few of each named); empty when it fits."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{n} {tuple(state[n].shape)} (expected {expected[n]})"
+             for n in sorted(set(expected) & set(state)) if tuple(state[n].shape) != expected[n]]
+    return [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+
+
 def load_model_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -73,16 +85,9 @@ def from_pretrained(directory: str | Path, device: torch.device | str = "cpu"):
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is corrupt or truncated: {error}") from None
     model = build_model(config, device="meta")
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{n} {tuple(state[n].shape)} (expected {expected[n]})"
-             for n in sorted(set(expected) & set(state)) if tuple(state[n].shape) != expected[n]]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if items]
-        raise CheckpointError(f"{weights} does not match the architecture in {CONFIG_FILE}; " + "; ".join(parts))
+    problems = state_mismatch(model, state)
+    if problems:
+        raise CheckpointError(f"{weights} does not match the architecture in {CONFIG_FILE}; " + "; ".join(problems))
     model = model.to_empty(device=device)
     model.load_state_dict(state, strict=True)
     return model

@@ -11,9 +11,10 @@ import dataclasses
 import json
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Type, TypeVar
+from typing import Any, Callable, ClassVar, Type, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained
+from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained, state_mismatch
+from .fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +194,37 @@ def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, dire
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights_path} is corrupt or truncated: {error}") from None
     model = model_cls(config)
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{n} {tuple(state[n].shape)} (expected {expected[n]})"
-             for n in sorted(set(expected) & set(state)) if tuple(state[n].shape) != expected[n]]
-    found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-    problems = [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                for label, items in found if items]
+    problems = state_mismatch(model, state)
     if problems:
         raise CheckpointError(f"{weights_path} does not match the architecture in {config_path}; "
                               + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+class SavedImageTokenizer:
+    """``save`` / ``load`` / ``fingerprint`` for an image tokenizer module whose class names its
+    ``kind`` and ``config_class``."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
+        return save_tokenizer(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path):
+        """Read a saved tokenizer; raises ``CheckpointError`` naming the missing, corrupt or
+        mismatched file."""
+        return load_tokenizer(cls, cls.config_class, cls.kind, directory)
+
+    def fingerprint(self) -> str:
+        """Content hash of this tokenizer as saved (config and weights): two tokenizers that
+        encode alike share it."""
+        with tempfile.TemporaryDirectory() as directory:
+            self.save(directory)
+            return fingerprint(directory)
 
 
 # --------------------------------------------------------------------------------- training --

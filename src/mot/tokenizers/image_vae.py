@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .fingerprint import fingerprint
-from .image_common import (build_seeded, check_architecture, config_from_dict, config_to_dict, conv_decoder,
-                           conv_encoder, images_to_tensor, load_tokenizer, reconstruction_metrics,
-                           holdout_split, save_tokenizer, train_loop)
+from .image_common import (SavedImageTokenizer, build_seeded, check_architecture, config_from_dict, config_to_dict,
+                           conv_decoder, conv_encoder, holdout_split, images_to_tensor, reconstruction_metrics,
+                           train_loop)
 
 KIND = "image_vae"
 
@@ -75,9 +73,12 @@ class ImageVAEConfig:
         return config_from_dict(cls, data, KIND)
 
 
-class ImageVAE(nn.Module):
+class ImageVAE(SavedImageTokenizer, nn.Module):
     """Encoder -> (mean, logvar) -> sample -> decoder. Images in the convention of
     :mod:`.image_common`; latents ``[B, latent_channels, latent_size, latent_size]``."""
+
+    kind = KIND
+    config_class = ImageVAEConfig
 
     def __init__(self, config: ImageVAEConfig) -> None:
         super().__init__()
@@ -120,24 +121,6 @@ class ImageVAE(nn.Module):
                              f"got {list(latents.shape)}")
         z = latents.to(self.device, torch.float32) / self.config.scaling_factor
         return self.decoder(z).clamp(-1, 1)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` (scaling factor included) + ``model.safetensors`` into ``directory``."""
-        return save_tokenizer(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "ImageVAE":
-        """Read a saved tokenizer; raises ``CheckpointError`` naming the missing, corrupt or
-        mismatched file."""
-        return load_tokenizer(cls, ImageVAEConfig, KIND, directory)
-
-    def fingerprint(self) -> str:
-        """Content hash of this tokenizer as saved (config, scaling factor and weights)."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as directory:
-            self.save(directory)
-            return fingerprint(directory)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

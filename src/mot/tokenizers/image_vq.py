@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,10 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .fingerprint import fingerprint
-from .image_common import (build_seeded, check_architecture, config_from_dict, config_to_dict, conv_decoder,
-                           conv_encoder, images_to_tensor, load_tokenizer, reconstruction_metrics,
-                           holdout_split, save_tokenizer, train_loop)
+from .image_common import (SavedImageTokenizer, build_seeded, check_architecture, config_from_dict, config_to_dict,
+                           conv_decoder, conv_encoder, holdout_split, images_to_tensor, reconstruction_metrics,
+                           train_loop)
 
 KIND = "image_vq"
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -159,8 +157,11 @@ class FSQ(nn.Module):
         return (digits - half_width).float() / half_width
 
 
-class ImageVQ(nn.Module):
+class ImageVQ(SavedImageTokenizer, nn.Module):
     """Encoder -> FSQ -> decoder. Images in the convention of :mod:`.image_common`."""
+
+    kind = KIND
+    config_class = ImageVQConfig
 
     def __init__(self, config: ImageVQConfig) -> None:
         super().__init__()
@@ -208,25 +209,6 @@ class ImageVQ(nn.Module):
                                  f"got values in [{low}, {high}]")
         grid = codes.to(self.device, torch.long).view(-1, size, size)
         return self.decoder(self.quantizer.codes_to_latents(grid)).clamp(-1, 1)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
-        return save_tokenizer(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "ImageVQ":
-        """Read a saved tokenizer; raises ``CheckpointError`` naming the missing, corrupt or
-        mismatched file."""
-        return load_tokenizer(cls, ImageVQConfig, KIND, directory)
-
-    def fingerprint(self) -> str:
-        """Content hash of this tokenizer as saved (config and weights); two tokenizers that encode
-        alike share it."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as directory:
-            self.save(directory)
-            return fingerprint(directory)
 
 
 @torch.no_grad()
