@@ -43,16 +43,18 @@ def same(a, b):
                ("tokens", "modality_ids", "positions", "document_ids", "span_ids", "targets")) and a.doc_ids == b.doc_ids
 
 
+@pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])
 @pytest.mark.parametrize("stop_after", [1, 4, 9])
-def test_resume_gives_exactly_the_uninterrupted_batches(shards, stop_after):
-    straight = loader(shards)
+def test_resume_gives_exactly_the_uninterrupted_batches(shards, stop_after, rank, world_size):
+    ranked = dict(rank=rank, world_size=world_size)
+    straight = loader(shards, **ranked)
     expected = [next(straight) for _ in range(14)]
     assert min(straight.epochs().values()) >= 1  # both datasets crossed an epoch boundary
-    first = loader(shards)
+    first = loader(shards, **ranked)
     for _ in range(stop_after):
         next(first)
     state = json.loads(json.dumps(first.state_dict()))  # as a checkpoint would store it
-    resumed = loader(shards)
+    resumed = loader(shards, **ranked)
     resumed.load_state_dict(state)
     for batch in expected[stop_after:]:
         assert same(next(resumed), batch)
