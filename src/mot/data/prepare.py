@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Tuple
@@ -151,15 +152,11 @@ def _split(count: int, config: PrepareConfig, salt: int) -> Dict[str, np.ndarray
 
 # ---------------------------------------------------------------------------- stages --
 
+@contextmanager
 def _timed(timings: Dict[str, float], stage: str):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[stage] = round(time.perf_counter() - self.start, 2)
-
-    return _Timer()
+    start = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - start, 2)
 
 
 def _text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) -> BPETokenizer:
@@ -263,9 +260,9 @@ def _speech_texts(config: PrepareConfig) -> List[str]:
     return texts
 
 
-def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log) -> Tuple[dict, dict]:
-    """Synthesize the spoken captions, fit the unit tokenizer on the train split, and return the
-    tokenizer's manifest entry plus, per split, ``[(doc_id, caption ids, unit ids)]``."""
+def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log):
+    """Synthesize the spoken captions and fit the unit tokenizer on the train split. Returns the
+    tokenizer, its manifest entry, and per split ``[(doc_id, caption ids, unit ids)]``."""
     from ..tokenizers.speech_units import SpeechUnitTokenizer
     from .sources import speech
 
@@ -288,7 +285,7 @@ def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log
     documents = {split: [(f"speech:{i}", np.array(text.encode(utterances[i].text)),
                           units.encode(utterances[i].audio, speech.SAMPLE_RATE)) for i in indices]
                  for split, indices in splits.items()}
-    return entry, documents
+    return units, entry, documents
 
 
 def _speech_streams(documents, layout: VocabLayout, config: PrepareConfig) -> List[np.ndarray]:
@@ -350,11 +347,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
 
         with _timed(timings, "speech"):
             if available_engines():
-                speech_entry, speech_documents = _speech(out, config, text, salt=100, log=log)
+                speech_units, speech_entry, speech_documents = _speech(out, config, text, salt=100, log=log)
                 modality_sizes[SPEECH] = speech_entry["num_units"]
-                from ..tokenizers.speech_units import SpeechUnitTokenizer
-
-                speech_units = SpeechUnitTokenizer.load(out / "tokenizers" / "speech_units")
             else:
                 skipped[SPEECH] = "neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)"
                 log(f"skipping speech: {skipped[SPEECH]}")
