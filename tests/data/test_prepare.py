@@ -88,7 +88,7 @@ def test_cli(tmp_path, capsys):
     assert main(["prepare", "--config", str(config), "valid_fraction=2"]) == 2
 
 
-def test_spoken_captions_add_the_speech_modality(tmp_path):
+def test_spoken_captions_add_the_speech_modality(tmp_path, monkeypatch):
     from mot.data.sources.speech import available_engines
 
     if not available_engines():
@@ -106,6 +106,14 @@ def test_spoken_captions_add_the_speech_modality(tmp_path):
     batch = next(Loader(readers, layout=layout, seq_len=256, batch_rows=2,
                         modality_tower_index=model_config.modality_tower_index))
     assert torch.isfinite(build_model(model_config)(**batch.model_inputs()).logits).all()
+
+
+    def no_synthesis(*args, **kwargs):
+        raise AssertionError("a rerun must not synthesize speech again")
+
+    monkeypatch.setattr("mot.data.sources.speech.synthesize_many", no_synthesis)
+    again = json.loads(prepare(config, log=lambda _: None).read_text())
+    assert again["shards"] == manifest["shards"] and again["tokenizers"] == manifest["tokenizers"]
 
 
 def test_missing_speech_engines_skip_the_speech_modality(tmp_path, monkeypatch):

@@ -172,16 +172,20 @@ def _text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) ->
 
 
 def _image_tokenizer(path: Path, images: np.ndarray, config: PrepareConfig, log) -> Tuple[ImageVQ, dict]:
-    if path.is_dir():
+    """The trained VQ and its held-out metrics (kept beside it, so a rerun reports them too)."""
+    record = path.with_suffix(".json")
+    if path.is_dir() and record.is_file():
         log(f"image tokenizer: reusing {path}")
-        return ImageVQ.load(path), {}
+        return ImageVQ.load(path), json.loads(record.read_text())
     if len(images) < 2:
         raise PrepareError("fewer than 2 training images: enable an image source")
     log(f"image tokenizer: training FSQ VQ for {config.vq_steps} steps on {len(images)} images")
     model, metrics = train_image_vq(images, ImageVQConfig(image_size=config.image_size), steps=config.vq_steps,
                                     batch_size=config.vq_batch_size, seed=config.seed, log_every=0)
     model.save(path)
-    return model, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    _write_json(record, metrics)
+    return model, metrics
 
 
 def _captioned_streams(documents: List[Document], text: BPETokenizer, vq: ImageVQ, layout: VocabLayout,
@@ -266,11 +270,16 @@ def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log
     from ..tokenizers.speech_units import SpeechUnitTokenizer
     from .sources import speech
 
+    path = out / "tokenizers" / "speech_units"
+    record = out / "tokenizers" / "speech_units.json"  # the manifest entry, kept for reruns
+    if path.is_dir() and record.is_file() and all((out / "shards" / f"{SPEECH}-{split}").is_dir()
+                                                  for split in ("train", "valid")):
+        log("speech: reusing the unit tokenizer and the speech shards")
+        return SpeechUnitTokenizer.load(path), json.loads(record.read_text()), {}
     texts = _speech_texts(config)
     log(f"speech: synthesizing {len(texts)} captions with {', '.join(speech.available_engines())}")
     utterances = speech.synthesize_many(texts, seed=config.seed, workers=max(1, os.cpu_count() or 1))
     splits = _split(len(utterances), config, salt)
-    path = out / "tokenizers" / "speech_units"
     if path.is_dir():
         log(f"speech tokenizer: reusing {path}")
         units = SpeechUnitTokenizer.load(path)
@@ -282,6 +291,7 @@ def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log
     entry = {"fingerprint": units.fingerprint(), "num_units": units.num_units,
              "speakers": len({u.speaker_id for u in utterances}),
              "valid_unit_usage": units.usage([utterances[i].audio for i in splits["valid"]])}
+    _write_json(record, entry)
     documents = {split: [(f"speech:{i}", np.array(text.encode(utterances[i].text)),
                           units.encode(utterances[i].audio, speech.SAMPLE_RATE)) for i in indices]
                  for split, indices in splits.items()}
@@ -374,30 +384,35 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                     write_shard(directory, streams, layout, extra={"source": name, "split": split})
                     log(f"wrote {directory} ({len(streams)} documents)")
                 shards[f"{name}-{split}"] = json.loads((directory / "shard.json").read_text())
-        for split, documents in speech_documents.items():
-            directory = out / "shards" / f"{SPEECH}-{split}"
+        for split in ("train", "valid") if speech_units is not None else ():
+            directory, documents = out / "shards" / f"{SPEECH}-{split}", speech_documents.get(split)
             if documents and not directory.is_dir():
                 write_shard(directory, _speech_streams(documents, layout, config), layout,
                             extra={"source": SPEECH, "split": split})
                 log(f"wrote {directory} ({len(documents)} documents)")
-            if documents:
+            if directory.is_dir():
                 shards[f"{SPEECH}-{split}"] = json.loads((directory / "shard.json").read_text())
 
     manifest = {
         "name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
         "tokenizers": {"text": {"fingerprint": text.fingerprint(), "vocab_size": text.vocab_size},
                        "image_vq": {"fingerprint": vq.fingerprint(), "codebook_size": vq.codebook_size,
-                                    **({"metrics": vq_metrics} if vq_metrics else {})},
+                                    "metrics": vq_metrics},
                        **({"speech_units": speech_entry} if speech_entry else {})},
         "shards": {name: {k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}
                    for name, meta in shards.items()},
         "skipped_sources": skipped, "bad_documents": bad_documents, "seconds": timings,
     }
     path = out / MANIFEST
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temporary, path)
+    _write_json(path, manifest)
     return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON whole or not at all (temporary file, then rename)."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def _check_same_config(out: Path, config: PrepareConfig) -> None:
