@@ -31,10 +31,6 @@ class RoutingPlan:
     seq_len: int
 
     @property
-    def num_tokens(self) -> int:
-        return self.batch_size * self.seq_len
-
-    @property
     def single_tower(self) -> bool:
         """A dense model: one tower holds every token, there is nothing to reorder."""
         return len(self.tower_counts) == 1

@@ -237,6 +237,16 @@ def build_seeded(model_cls: Type[nn.Module], config: Any, seed: int) -> nn.Modul
         return model_cls(config)
 
 
+def training_setup(model_cls: Type[nn.Module], config: Any, images: torch.Tensor | np.ndarray, holdout: float,
+                   seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Generator]:
+    """Everything a training run draws from ``seed``: the initial model, the train and held-out
+    images (:func:`holdout_split`), and the generator that picks the batches."""
+    x = images_to_tensor(images, config.image_size)
+    train_indices, held_out_indices = holdout_split(x.shape[0], holdout, seed)
+    generator = torch.Generator().manual_seed(seed)
+    return build_seeded(model_cls, config, seed), x[train_indices], x[held_out_indices], generator
+
+
 def holdout_split(count: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train, held_out)`` of a random split of ``count`` images drawn from ``seed``
     alone, with at least one image on each side. The training functions split with it, so a

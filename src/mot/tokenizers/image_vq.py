@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .image_common import (SavedImageTokenizer, build_seeded, check_architecture, config_from_dict, config_to_dict,
-                           conv_decoder, conv_encoder, holdout_split, images_to_tensor, reconstruction_metrics,
-                           train_loop)
+from .image_common import (SavedImageTokenizer, check_architecture, config_from_dict, config_to_dict,
+                           conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
+                           train_loop, training_setup)
 
 KIND = "image_vq"
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -244,11 +244,7 @@ def train_image_vq(images: np.ndarray | torch.Tensor, config: ImageVQConfig | No
     metrics at the same torch thread count (initialisation, split and batches all come from it).
     """
     config = config or ImageVQConfig()
-    x = images_to_tensor(images, config.image_size)
-    train_indices, held_out_indices = holdout_split(x.shape[0], holdout, seed)
-    train, held_out = x[train_indices], x[held_out_indices]
-    generator = torch.Generator().manual_seed(seed)
-    model = build_seeded(ImageVQ, config, seed)
+    model, train, held_out, generator = training_setup(ImageVQ, config, images, holdout, seed)
 
     def step_loss(batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = model.encoder(batch)
