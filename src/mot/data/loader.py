@@ -30,11 +30,16 @@ class LoaderError(ValueError):
 
 
 class Loader:
-    """Iterate over packed batches drawn from ``datasets`` (``[(name, reader, weight), ...]``)."""
+    """Iterate over packed batches drawn from ``datasets`` (``[(name, reader, weight), ...]``).
+
+    ``bidirectional`` and ``continuous`` are as in :func:`~.packing.rows_to_batch`; with
+    ``continuous`` every reader must be a latent shard (Transfusion).
+    """
 
     def __init__(self, datasets: Sequence[Tuple[str, ShardReader, float]], *, layout: VocabLayout,
                  seq_len: int, batch_rows: int, modality_tower_index: Sequence[int],
-                 bidirectional: Sequence[str] = (), seed: int = 0, rank: int = 0, world_size: int = 1):
+                 bidirectional: Sequence[str] = (), continuous: Optional[str] = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if not datasets:
             raise LoaderError("no datasets given")
         if not 0 <= rank < world_size:
@@ -48,11 +53,15 @@ class Loader:
             if len(reader) < world_size:
                 raise LoaderError(f"dataset {name!r} has {len(reader)} documents, fewer than the "
                                   f"{world_size} ranks: some rank would get none")
+            if continuous is not None and getattr(reader, "continuous", None) != continuous:
+                raise LoaderError(f"dataset {name!r} has no {continuous} latents: the Transfusion setting "
+                                  f"reads the latent shards that prepare writes with a VAE")
         self.names = [name for name, _, _ in datasets]
         self.readers = [reader for _, reader, _ in datasets]
         self.probabilities = weights / weights.sum()
         self.layout, self.seq_len, self.batch_rows = layout, seq_len, batch_rows
         self.modality_tower_index, self.bidirectional = list(modality_tower_index), list(bidirectional)
+        self.continuous = continuous
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self._draws = 0
         self._cursors: List[List[int]] = [[0, 0] for _ in datasets]  # per dataset: epoch, position
@@ -81,7 +90,7 @@ class Loader:
                     if len(rows) == self.batch_rows:
                         self._pending = [dataset, document, start]
                         return rows_to_batch(rows, self.seq_len, self.layout, self.modality_tower_index,
-                                             self.bidirectional)
+                                             self.bidirectional, self.continuous)
                     rows.append([])
                     used = 0
                 rows[-1].append((stream, start, stop))

