@@ -135,14 +135,38 @@ def _config_save(args: argparse.Namespace, console: Console) -> int:
 def _prepare(args: argparse.Namespace, console: Console) -> int:
     from .data.documents import DocumentError
     from .data.prepare import PrepareConfig, PrepareError, prepare
+    from .data.prepare_streams import StreamError
 
     overrides = [*args.overrides, *(["skip_bad=true"] if args.skip_bad else [])]
     config = load_config(PrepareConfig, args.config, overrides)
     try:
         manifest = prepare(config, log=console.out)
-    except (PrepareError, DocumentError) as error:
+    except (PrepareError, DocumentError, StreamError) as error:
         raise ConfigError(str(error)) from None
     console.out(f"prepared {config.name}: {manifest}")
+    return 0
+
+
+def _train(args: argparse.Namespace, console: Console) -> int:
+    from .train.commands import train_command
+
+    return train_command(args.config, args.overrides, args.dry_run, console)
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from .train.export import export_run
+
+    export_run(args.run, args.out, log=console.out)
+    return 0
+
+
+def _plot(args: argparse.Namespace, console: Console) -> int:
+    from .eval.plots import plot_runs
+
+    for run in args.runs:
+        if not (Path(run) / "metrics.jsonl").is_file():
+            raise ConfigError(f"{run} is not a run directory with metrics: {run}/metrics.jsonl is missing")
+    console.out(f"wrote {plot_runs(args.runs, args.out, args.title)}")
     return 0
 
 
@@ -175,7 +199,7 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mot",
                                      description="Mixture-of-Transformers: configs and model accounting.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,summary}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,export,plot,summary}")
 
     config = verbs.add_parser("config", help="list, show and save model configs")
     actions = config.add_subparsers(dest="action", required=True, metavar="{list,show,save}")
@@ -204,6 +228,24 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--skip-bad", action="store_true",
                          help="skip bad documents of jsonl corpora and count them in the manifest")
     prepare.set_defaults(run=_prepare)
+
+    train = verbs.add_parser("train", help="train a recipe (also: torchrun --nproc-per-node N -m mot.train)")
+    train.add_argument("--config", required=True, help="a recipe, e.g. configs/recipes/tiny/chameleon-mot.yaml")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=200 model.n_layers=2")
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the recipe on the meta device: parameters, FLOPs, tokens, memory per GPU")
+    train.set_defaults(run=_train)
+
+    export = verbs.add_parser("export", help="write a run's newest checkpoint as config.json + model.safetensors")
+    export.add_argument("run", help="a run directory (runs/<name>)")
+    export.add_argument("out", help="the directory to write")
+    export.set_defaults(run=_export)
+
+    plot = verbs.add_parser("plot", help="loss curves per modality of one or more runs, as a PNG")
+    plot.add_argument("runs", nargs="+", help="run directories (runs/<name>)")
+    plot.add_argument("--out", required=True, help="the PNG file to write")
+    plot.add_argument("--title", default="", help="a title above the panels")
+    plot.set_defaults(run=_plot)
 
     summary = verbs.add_parser("summary", help="parameters and FLOPs of every paper preset")
     summary.add_argument("--context", type=_positive_int,

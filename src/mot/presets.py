@@ -113,8 +113,16 @@ def _moe4x(towers: List[str]) -> MoEConfig:
     return MoEConfig(num_experts=4, routing="expert_choice", capacity_factor=1.0, towers=towers)
 
 
-def _architecture_fields(architecture: str, modalities: Sequence[str]) -> Dict[str, Any]:
+#: Every architecture name a preset or a recipe's ``architecture`` may use.
+ARCHITECTURES = ("dense", "mot", "moe4x", "mot-text-moe4x", "ffn", "ffn-attn", "all", "loo-<modality>")
+
+
+def architecture_fields(architecture: str, modalities: Sequence[str]) -> Dict[str, Any]:
     """The ``ModelConfig`` fields that make ``architecture`` out of the default (MoT) config."""
+    known = architecture in ARCHITECTURES or (architecture.startswith("loo-") and architecture[4:] in modalities)
+    if not known:
+        raise ConfigError(f"architecture={architecture!r}: must be one of "
+                          f"{[a for a in ARCHITECTURES if not a.startswith('loo-')] + [f'loo-{m}' for m in modalities]}")
     everyone_shares = {modality: SHARED for modality in modalities}
     if architecture in ("mot", "all"):
         return {}
@@ -133,7 +141,7 @@ def _architecture_fields(architecture: str, modalities: Sequence[str]) -> Dict[s
         alone = architecture[len("loo-"):]
         together = "_".join(m for m in modalities if m != alone)  # e.g. text_speech
         return {"towers": {m: m if m == alone else together for m in modalities}}
-    raise AssertionError(f"unhandled architecture {architecture!r}")  # the tables above name only known ones
+    raise AssertionError(f"unhandled architecture {architecture!r}")  # ARCHITECTURES names only known ones
 
 
 def _registry() -> Dict[str, Tuple[PresetInfo, _Setting, _Size]]:
@@ -169,7 +177,7 @@ def get_preset(name: str) -> ModelConfig:
     return ModelConfig(vocab_size=setting.vocab_size, d_model=size.d_model, n_layers=size.n_layers,
                        n_heads=size.n_heads, max_seq_len=setting.max_seq_len,
                        modalities=list(setting.modalities),
-                       **_architecture_fields(info.architecture, setting.modalities))
+                       **architecture_fields(info.architecture, setting.modalities))
 
 
 def is_preset(name: str) -> bool:

@@ -58,7 +58,10 @@ def test_token_choice_is_causal_in_the_model():
         changed = tokens.clone()
         changed[:, 10] = (changed[:, 10] + 1) % 97
         after = model(changed, modalities).logits
-    assert torch.equal(before[:, :10], after[:, :10])
+    # not bitwise: a changed route changes how many rows an expert's matmul has, and with that
+    # the BLAS blocking of the rows it shares with the first run (last bits only, on some CPUs)
+    torch.testing.assert_close(before[:, :10], after[:, :10], atol=1e-6, rtol=0)
+    assert not torch.allclose(before[:, 10:], after[:, 10:], atol=1e-3)
 
 
 def test_expert_choice_is_not_causal_as_the_paper_notes():

@@ -1,0 +1,1 @@
+"""Evaluation: validation losses, step matching, plots and reports."""

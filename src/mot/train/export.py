@@ -1,0 +1,41 @@
+"""``mot export RUN OUT``: the newest good checkpoint of a run, in the release form
+(``config.json`` + ``model.safetensors``) that ``MoTModel.from_pretrained`` loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ConfigError
+from ..model.io import CheckpointError
+from ..model.transformer import MoTModel, build_model
+from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
+from .optim import build_optimizer
+from .recipe import load_recipe
+from .run_dir import CONFIG_FILE
+
+
+def export_run(run_dir: str | Path, out: str | Path, log=print) -> Path:
+    """Write the model of ``run_dir``'s newest complete checkpoint to ``out``; returns ``out``.
+
+    ``out`` must not hold a model already (nothing is overwritten)."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    if (out / "model.safetensors").exists() or (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a model; export to another directory")
+    config = load_recipe(run_dir / CONFIG_FILE)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
+    path, problems = checkpoints.latest()
+    for problem in problems:
+        log(f"checkpoint passed over: {problem}")
+    if path is None:
+        raise CheckpointError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
+    model: MoTModel = build_model(config.model)
+    # the checkpoint holds the optimizer too; loading it whole keeps the key check strict
+    optimizer = build_optimizer(model, config.optim)
+    state = model_optimizer_state(model, optimizer)
+    checkpoints.load(path, state)
+    load_model_optimizer_state(model, optimizer, state)
+    model.save_pretrained(out)
+    log(f"exported {path} to {out}")
+    return out

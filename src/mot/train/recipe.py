@@ -1,0 +1,169 @@
+"""A training recipe: the model, the data, the optimizer and the loop, in one typed config.
+
+``mot train --config configs/recipes/<name>.yaml key=value ...`` reads it with
+:func:`load_recipe`. A recipe may start from one of the paper's model presets (``preset:
+chameleon-7b-mot``); its ``model`` section then overrides fields of the preset. YAML
+interpolation ties fields together: ``optim.total_steps: ${steps}`` keeps the schedule's length
+equal to the run's when ``steps`` is overridden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+
+from ..config import COMPONENTS, ConfigError, ModelConfig, MoEConfig, load_config
+from ..presets import architecture_fields, get_preset
+from .optim import OptimConfig
+
+SETTINGS = ("chameleon", "chameleon_speech", "transfusion")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Which prepared corpus, which setting of it, and the batch shape."""
+
+    #: a directory written by ``mot prepare``
+    corpus: str = "data/tiny"
+    #: chameleon, chameleon_speech or transfusion (see ``mot.data.settings``)
+    setting: str = "chameleon"
+    seq_len: int = 512
+    #: rows of ``seq_len`` tokens per micro-batch on each rank
+    batch_rows: int = 8
+    #: micro-batches per optimizer step; the global batch is ``batch_rows x grad_accum x ranks`` rows
+    grad_accum: int = 1
+    #: source name -> mixing weight (default: every document equally likely; speech 1:6)
+    weights: Dict[str, float] = field(default_factory=dict)
+    #: splits evaluated every ``eval_every`` steps (``heldout``: the compositional ShapeScenes)
+    valid_splits: List[str] = field(default_factory=lambda: ["valid"])
+    #: batches per validation split (the same batches at every evaluation)
+    valid_batches: int = 4
+    latent_patch_size: int = 2
+    #: tokenizer name -> fingerprint this recipe expects; empty accepts the corpus's tokenizers
+    tokenizers: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SpikeSkipConfig:
+    """Skip the update of a step whose loss is more than ``factor`` times the mean of the last
+    ``window`` accepted losses (logged; off by default)."""
+
+    enabled: bool = False
+    window: int = 50
+    factor: float = 3.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. The run directory is ``out_dir/name``."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    #: a paper preset (``mot config list``) the ``model`` section starts from; empty: ModelConfig defaults
+    preset: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    #: dense, mot, moe4x, mot-text-moe4x, ffn, ffn-attn, all or loo-<modality>: sets the model's towers,
+    #: untied components and MoE for the corpus's modalities (empty: the ``model`` section as written)
+    architecture: str = ""
+    #: take ``model.vocab_size`` and ``model.modalities`` from the corpus (off for the paper's
+    #: recipes, whose vocabularies are the paper's)
+    model_from_data: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 1000
+    #: GPUs the recipe was written for (the paper's tables); used by ``--dry-run``'s estimates, while a
+    #: real run uses however many ranks it is launched with. 0: not stated.
+    gpus: int = 0
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_last: int = 3
+    #: auto: bf16 autocast on a GPU, fp32 on a CPU
+    precision: str = "auto"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    #: deterministic kernels (exact resume on CPU is bitwise in this mode)
+    deterministic: bool = False
+    #: auto, cpu, cuda
+    device: str = "auto"
+    spike_skip: SpikeSkipConfig = field(default_factory=SpikeSkipConfig)
+
+    def __post_init__(self) -> None:
+        validate_recipe(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def validate_recipe(c: TrainConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid field."""
+    def positive(name: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r}: must be a positive integer")
+
+    for name in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_last"):
+        positive(name, getattr(c, name))
+    for name in ("seq_len", "batch_rows", "grad_accum", "valid_batches", "latent_patch_size"):
+        positive(f"data.{name}", getattr(c.data, name))
+    positive("spike_skip.window", c.spike_skip.window)
+    if isinstance(c.gpus, bool) or not isinstance(c.gpus, int) or c.gpus < 0:
+        raise ConfigError(f"gpus={c.gpus!r}: must be an integer >= 0")
+    if c.data.setting not in SETTINGS:
+        raise ConfigError(f"data.setting={c.data.setting!r}: must be one of {list(SETTINGS)}")
+    if c.precision not in PRECISIONS:
+        raise ConfigError(f"precision={c.precision!r}: must be one of {list(PRECISIONS)}")
+    if c.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={c.device!r}: must be auto, cpu or cuda")
+    if c.data.seq_len > c.model.max_seq_len:
+        raise ConfigError(f"data.seq_len={c.data.seq_len}: exceeds model.max_seq_len={c.model.max_seq_len}")
+    if not c.spike_skip.factor > 1:
+        raise ConfigError(f"spike_skip.factor={c.spike_skip.factor!r}: must be greater than 1")
+    if not c.name or "/" in c.name:
+        raise ConfigError(f"name={c.name!r}: must be a non-empty directory name without '/'")
+
+
+def load_recipe(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a recipe (YAML) with ``key=value`` overrides. A ``preset`` (in the file or the
+    overrides) is the base of the ``model`` section."""
+    preset = _preset_named(path, overrides)
+    base = TrainConfig(preset=preset, model=get_preset(preset)) if preset else None
+    return load_config(TrainConfig, path, overrides, base=base)
+
+
+def _preset_named(path: Optional[str | Path], overrides: Sequence[str]) -> str:
+    preset = ""
+    if path is not None and Path(path).is_file():
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError:
+            data = {}  # load_config reports the YAML error with its location
+        preset = str(data.get("preset", "") or "") if isinstance(data, dict) else ""
+    for item in overrides:
+        if item.startswith("preset="):
+            preset = item.split("=", 1)[1]
+    return preset
+
+
+def resolve_model(config: TrainConfig, vocab_size: Optional[int] = None,
+                  modalities: Optional[List[str]] = None) -> TrainConfig:
+    """The recipe with its final model: the vocabulary and modalities of the corpus (given, and
+    ``model_from_data``), then the ``architecture`` applied to those modalities. Applying it again
+    changes nothing. Towers named after modalities the corpus lacks are an error."""
+    model = config.model
+    if config.model_from_data and vocab_size is not None:
+        extra = sorted(set(model.towers) - set(modalities))
+        if extra and not config.architecture:
+            raise ConfigError(f"model.towers names {extra}, which the {config.data.setting} corpus does not have "
+                              f"(its modalities: {modalities})")
+        model = replace(model, vocab_size=vocab_size, modalities=list(modalities),
+                        towers={m: t for m, t in model.towers.items() if m in modalities})
+    if config.architecture:
+        fields = architecture_fields(config.architecture, model.modalities)
+        model = replace(model, **{"towers": {}, "untied": list(COMPONENTS), "moe": MoEConfig(), **fields})
+    return replace(config, model=model)

@@ -1,0 +1,316 @@
+"""The training loop: one recipe -> a run directory with metrics and checkpoints.
+
+A step reads ``grad_accum`` micro-batches, counts the trained positions of the whole global
+batch first (one all-reduce), and backpropagates each micro-batch's summed loss divided by that
+count, so the update is the same however the global batch is split over micro-batches and ranks.
+Before the optimizer update the guard checks that every modality's loss and the gradient norm
+are finite on every rank; if not, the step stops with the modality named and nothing is updated
+or saved. With ``spike_skip`` a step whose loss is far above its recent mean is skipped (logged).
+
+Exact resume (DESIGN.md invariant 6): a checkpoint holds the model, the optimizer, the step, the
+loader's position and every RNG, per rank; the learning rate is a function of the step. Resumed in
+deterministic mode on a CPU, the losses continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from ..config import ConfigError
+from ..data.packing import IGNORE, PackedBatch
+from ..data.settings import Corpus, open_corpus
+from ..model.accounting import flops_per_token
+from ..model.transformer import MoTModel, build_model
+from ..objectives.autoregressive import next_token_loss
+from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
+from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
+from .metrics import MetricsLogger
+from .optim import build_optimizer, clip_gradients, learning_rate
+from .recipe import TrainConfig, resolve_model
+from .rng import capture_rng_state, restore_rng_state
+from .run_dir import check_run_dir, environment_facts, prepare_run_dir, write_environment
+
+#: dense bf16 peak of known GPUs, for MFU (FLOP/s)
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss or gradient, a mismatched corpus); the message says why."""
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step measured (summed over ranks)."""
+
+    loss_sums: torch.Tensor  # [M] fp32: summed next-token loss per modality
+    loss_counts: torch.Tensor  # [M]: trained positions per modality
+    tokens: torch.Tensor  # [M]: input tokens per modality (padding excluded)
+    grad_norm: float
+    skipped: bool
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_sums.sum() / self.loss_counts.sum().clamp(min=1))
+
+
+def _to_device(batch: PackedBatch, device: torch.device) -> PackedBatch:
+    if device.type == "cpu":
+        return batch
+    moved = {name: getattr(batch, name).to(device, non_blocking=True) for name in
+             ("tokens", "modality_ids", "positions", "document_ids", "span_ids", "targets")}
+    latents = {name: getattr(batch, name).to(device, non_blocking=True) for name in ("latents", "latent_starts")
+               if getattr(batch, name) is not None}
+    return PackedBatch(**moved, plan=batch.plan.to(device), doc_ids=batch.doc_ids, **latents)
+
+
+class Trainer:
+    """Builds everything a recipe names, resumes from the newest good checkpoint, and trains."""
+
+    def __init__(self, config: TrainConfig, context: Optional[DistributedContext] = None,
+                 log: Callable[[str], None] = print, train_loader=None):
+        self.context = context or init_distributed(config.device)
+        self._log = log if self.context.is_main else (lambda _: None)
+        self.corpus = open_corpus(config.data.corpus)
+        _check_tokenizers(config, self.corpus)
+        layout = self.corpus.layout(config.data.setting)
+        config = resolve_model(config, layout.vocab_size, layout.modalities)
+        layout.check_model(config.model)
+        self.config, self.layout = config, layout
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)  # for the whole process, as the recipe asks
+        check_run_dir(config)
+        self.run_dir = config.run_dir
+
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        model = build_model(config.model, self.context.device)
+        if config.activation_checkpointing:
+            _checkpoint_blocks(model)
+        if self.context.distributed:
+            shard_model(model, self.context)
+        self.model: MoTModel = model
+        self.forward = torch.compile(model) if config.compile else model
+        self.optimizer = build_optimizer(model, config.optim)
+        # each rank its own stream from here on (data order is the loader's, seeded separately)
+        torch.manual_seed(config.seed * 1_000_003 + self.context.rank + 1)
+        self.modalities = list(config.model.modalities)
+        self.loader = train_loader or self._loader("train", config.seed)
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last)
+        self.step = 0
+        self.recent_losses: collections.deque = collections.deque(maxlen=config.spike_skip.window)
+        self.flops_per_token = flops_per_token(config.model, config.data.seq_len).training
+        self._valid_batches: Dict[str, List[PackedBatch]] = {}
+        self.resume()
+        if self.context.is_main:  # only now: a run that cannot start leaves the directory as it was
+            prepare_run_dir(config)
+        barrier(self.context)
+
+    # ------------------------------------------------------------------ set-up --
+
+    def _loader(self, split: str, seed: int):
+        data = self.config.data
+        return self.corpus.loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
+                                  modality_tower_index=self.config.model.modality_tower_index, seed=seed,
+                                  rank=self.context.rank, world_size=self.context.world_size,
+                                  weights=data.weights, latent_patch_size=data.latent_patch_size)
+
+    def _autocast(self):
+        device = self.context.device.type
+        bf16 = self.config.precision == "bf16" or (self.config.precision == "auto" and device == "cuda")
+        return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def resume(self) -> None:
+        """Load the newest complete, verified checkpoint, if any; report the ones passed over."""
+        path, problems = self.checkpoints.latest()
+        for problem in problems:
+            self._log(f"checkpoint passed over: {problem}")
+        if path is None:
+            return
+        state = model_optimizer_state(self.model, self.optimizer)
+        per_rank = self.checkpoints.load(path, state)
+        if per_rank["tokenizers"] != self.corpus.fingerprints():
+            raise TrainingError(f"{path} was trained on a corpus with tokenizers {per_rank['tokenizers']}, but "
+                                f"{self.config.data.corpus} has {self.corpus.fingerprints()}")
+        load_model_optimizer_state(self.model, self.optimizer, state)
+        self.loader.load_state_dict(per_rank["loader"])
+        restore_rng_state(per_rank["rng"])
+        self.step = int(per_rank["step"])
+        self.recent_losses.extend(per_rank["recent_losses"])
+        self._log(f"resumed from {path} at step {self.step}")
+
+    def save(self) -> Path:
+        per_rank = {"step": self.step, "loader": self.loader.state_dict(), "rng": capture_rng_state(),
+                    "recent_losses": list(self.recent_losses), "tokenizers": self.corpus.fingerprints()}
+        return self.checkpoints.save(self.step, model_optimizer_state(self.model, self.optimizer), per_rank)
+
+    # ------------------------------------------------------------------ one step --
+
+    def train_step(self) -> StepResult:
+        """Run one optimizer step (or stop it: see the module docstring) and return what it measured."""
+        micro_batches = [next(self.loader) for _ in range(self.config.data.grad_accum)]
+        count = torch.tensor(sum(int((b.targets != IGNORE).sum()) for b in micro_batches), dtype=torch.float64)
+        global_count = float(all_reduce_sum(count.to(self.context.device), self.context).item())
+        # FSDP averages gradients over ranks; the world size undoes it, so the loss is the global mean
+        scale = self.context.world_size / max(global_count, 1.0)
+        modalities = len(self.modalities)
+        sums = torch.zeros(modalities, device=self.context.device)
+        counts = torch.zeros(modalities, device=self.context.device)
+        tokens = torch.zeros(modalities, dtype=torch.int64)
+        self.model.train()
+        for batch in micro_batches:
+            tokens += torch.bincount(batch.modality_ids[batch.document_ids >= 0], minlength=modalities)
+            batch = _to_device(batch, self.context.device)
+            with self._autocast():
+                logits = self.forward(**batch.model_inputs()).logits
+            loss = next_token_loss(logits, batch.targets, batch.modality_ids, modalities)
+            (loss.sum_per_modality.sum() * scale).backward()
+            sums += loss.sum_per_modality.detach()
+            counts += loss.count_per_modality.detach().to(counts.dtype)
+        all_reduce_sum(sums, self.context)
+        all_reduce_sum(counts, self.context)
+        grad_norm = float(clip_gradients(self.model, self.config.optim.grad_clip))  # the step's one host sync
+        result = StepResult(sums.cpu(), counts.cpu(), tokens, grad_norm, skipped=False)
+        self._guard(result)
+        if self._is_spike(result.loss):
+            result.skipped = True
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(self.step, self.config.optim)
+            self.optimizer.step()
+            self.recent_losses.append(result.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return result
+
+    def _guard(self, result: StepResult) -> None:
+        """Stop before the update if a loss or the gradient is not finite (on any rank: the sums
+        and the norm are already reduced over ranks)."""
+        bad = [m for m, s in zip(self.modalities, result.loss_sums.tolist()) if not math.isfinite(s)]
+        if bad or not math.isfinite(result.grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            what = (f"the {', '.join(bad)} loss is not finite" if bad else
+                    f"the gradient norm is {result.grad_norm} (every modality's loss is finite)")
+            raise TrainingError(f"step {self.step}: {what}; no update was made and the checkpoints are "
+                                f"untouched (the newest is in {self.checkpoints.directory})")
+
+    def _is_spike(self, loss: float) -> bool:
+        spike = self.config.spike_skip
+        if not spike.enabled or len(self.recent_losses) < spike.window:
+            return False
+        return loss > spike.factor * (sum(self.recent_losses) / len(self.recent_losses))
+
+    # ------------------------------------------------------------------ evaluation --
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, Dict[str, Optional[float]]]:
+        """Mean next-token loss per modality on the same batches of every validation split."""
+        self.model.eval()
+        results = {}
+        for split in self.config.data.valid_splits:
+            if split not in self._valid_batches:
+                loader = self._loader(split, seed=self.config.seed)
+                self._valid_batches[split] = [next(loader) for _ in range(self.config.data.valid_batches)]
+            sums = torch.zeros(len(self.modalities), device=self.context.device)
+            counts = torch.zeros(len(self.modalities), device=self.context.device)
+            for batch in self._valid_batches[split]:
+                batch = _to_device(batch, self.context.device)
+                with self._autocast():
+                    logits = self.forward(**batch.model_inputs()).logits
+                loss = next_token_loss(logits, batch.targets, batch.modality_ids, len(self.modalities))
+                sums += loss.sum_per_modality
+                counts += loss.count_per_modality.to(counts.dtype)
+            all_reduce_sum(sums, self.context)
+            all_reduce_sum(counts, self.context)
+            results[split] = _per_modality(self.modalities, sums, counts)
+        self.model.train()
+        return results
+
+    # ------------------------------------------------------------------ the loop --
+
+    def train(self) -> Dict[str, object]:
+        """Train until ``config.steps``; returns the last interval's and evaluation's numbers."""
+        config = self.config
+        if self.context.is_main:
+            write_environment(self.run_dir, environment_facts(self.context.world_size, str(self.context.device)))
+        self._log(f"run directory: {self.run_dir}")
+        logger = MetricsLogger(self.run_dir, config.steps, resume_step=self.step, enabled=self.context.is_main)
+        interval: List[StepResult] = []
+        seconds = 0.0  # in training steps only (evaluation and checkpoints excluded from tokens/s)
+        last_train, last_valid = {}, {}
+        try:
+            while self.step < config.steps:
+                started = time.perf_counter()
+                interval.append(self.train_step())
+                seconds += time.perf_counter() - started
+                if interval[-1].skipped:
+                    logger.message(f"step {self.step}: loss {interval[-1].loss:.4f} is a spike, update skipped")
+                logger.advance()
+                end = self.step == config.steps
+                if self.step % config.log_every == 0 or end:
+                    last_train = self._interval_record(interval, seconds)
+                    logger.log(last_train, _console_line(last_train))
+                    interval, seconds = [], 0.0
+                if self.step % config.eval_every == 0 or end:
+                    last_valid = {"step": self.step, "kind": "valid", "loss": self.evaluate()}
+                    logger.log(last_valid, _console_line(last_valid))
+                if self.step % config.checkpoint_every == 0 or end:
+                    self.save()
+        finally:
+            logger.close()
+        self._log(f"run directory: {self.run_dir}")
+        return {"train": last_train, "valid": last_valid}
+
+    def _interval_record(self, results: List[StepResult], seconds: float) -> Dict[str, object]:
+        sums = torch.stack([r.loss_sums for r in results]).sum(0)
+        counts = torch.stack([r.loss_counts for r in results]).sum(0)
+        tokens = torch.stack([r.tokens for r in results]).sum(0)
+        record = {"step": self.step, "kind": "train", "loss": float(sums.sum() / counts.sum().clamp(min=1)),
+                  "loss_per_modality": _per_modality(self.modalities, sums, counts),
+                  "grad_norm": results[-1].grad_norm, "lr": learning_rate(self.step - 1, self.config.optim),
+                  "tokens_per_second": dict(zip(self.modalities, (float(t) / seconds for t in tokens.tolist()))),
+                  "skipped_steps": sum(r.skipped for r in results), "seconds": seconds}
+        if self.context.device.type == "cuda":
+            total = float(tokens.sum()) / seconds
+            peak = next((v for k, v in PEAK_FLOPS.items() if k in torch.cuda.get_device_name()), None)
+            if peak is not None:
+                record["mfu"] = total * self.flops_per_token / (peak * self.context.world_size)
+            record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        return record
+
+
+def _per_modality(modalities: List[str], sums: torch.Tensor, counts: torch.Tensor) -> Dict[str, Optional[float]]:
+    return {m: (float(s) / float(c) if c > 0 else None) for m, s, c in zip(modalities, sums.tolist(), counts.tolist())}
+
+
+def _console_line(record: Dict[str, object]) -> str:
+    if record["kind"] == "valid":
+        parts = [f"{split} " + " ".join(f"{m} {v:.3f}" for m, v in losses.items() if v is not None)
+                 for split, losses in record["loss"].items()]
+        return f"step {record['step']:>6} valid: " + "; ".join(parts)
+    losses = " ".join(f"{m} {v:.3f}" for m, v in record["loss_per_modality"].items() if v is not None)
+    rate = sum(record["tokens_per_second"].values())
+    return (f"step {record['step']:>6} loss {record['loss']:.4f} ({losses}) grad {record['grad_norm']:.2f} "
+            f"lr {record['lr']:.2e} {rate:,.0f} tok/s")
+
+
+def _check_tokenizers(config: TrainConfig, corpus: Corpus) -> None:
+    expected, actual = config.data.tokenizers, corpus.fingerprints()
+    for name, fingerprint in expected.items():
+        if actual.get(name) != fingerprint:
+            raise ConfigError(f"data.tokenizers.{name}={fingerprint!r}, but {config.data.corpus} was tokenized "
+                              f"with {name} {actual.get(name)!r}: the recipe was made for another corpus")
+
+
+def _checkpoint_blocks(model: MoTModel) -> None:
+    """Activation checkpointing: each block's activations are recomputed in the backward pass."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for index, block in enumerate(model.blocks):
+        model.blocks[index] = checkpoint_wrapper(block)

@@ -1,0 +1,116 @@
+"""FSDP2 on 2 CPU processes (gloo) against one process with the same global batch; a rank whose
+batches hold no image token."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mot.data.loader import Loader
+from mot.data.prepare import PrepareConfig, prepare
+from mot.data.settings import open_corpus
+from mot.train.distributed import DistributedContext
+from mot.train.metrics import read_metrics
+from mot.train.recipe import load_recipe
+from mot.train.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    words = out / "words.jsonl"  # text-only documents, for the rank that sees no image
+    words.write_text("".join(json.dumps({"id": f"w{i}", "segments": [{"type": "text", "text": f"plain words {i} " * 6}]})
+                             + "\n" for i in range(40)))
+    prepare(PrepareConfig(out_dir=str(out), shapescenes=24, digits=0, text_documents=0, text_vocab=300,
+                          vq_steps=2, vq_batch_size=8, valid_fraction=0.2, jsonl=[str(words)]), log=lambda _: None)
+    return out
+
+
+def recipe(corpus, runs, grad_accum):
+    overrides = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
+                 "data.batch_rows": 2, "data.grad_accum": grad_accum, "data.valid_batches": 1,
+                 "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4, "model.max_seq_len": 96,
+                 "optim.lr": 1e-2, "optim.warmup_steps": 1, "optim.total_steps": STEPS, "steps": STEPS,
+                 "log_every": 1, "eval_every": STEPS, "checkpoint_every": STEPS}
+    return load_recipe(None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def rank_loader(corpus, rank, shards):
+    """Rank ``rank`` of 2 reads ``shards[rank]`` (both ranks read the same shard to compare runs)."""
+    source = open_corpus(corpus)
+    layout = source.layout("chameleon")
+    from mot.data.shards import ShardReader
+
+    reader = ShardReader(corpus / shards[rank], layout)
+    return Loader([(shards[rank], reader, 1.0)], layout=layout, seq_len=96, batch_rows=2,
+                  modality_tower_index=[0, 1], seed=0, rank=rank, world_size=2)
+
+
+class Interleaved:
+    """One process standing in for two ranks: micro-batch k comes from rank k's loader."""
+
+    def __init__(self, loaders):
+        self.loaders, self.turn = loaders, 0
+
+    def __next__(self):
+        batch = next(self.loaders[self.turn])
+        self.turn = (self.turn + 1) % len(self.loaders)
+        return batch
+
+    def state_dict(self):
+        return {"turn": self.turn, "loaders": [loader.state_dict() for loader in self.loaders]}
+
+
+def _worker(rank, port, corpus, runs, shards):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        context = DistributedContext(rank, 2, torch.device("cpu"))
+        trainer = Trainer(recipe(corpus, runs, grad_accum=1), context=context, log=lambda _: None,
+                          train_loader=rank_loader(corpus, rank, shards))
+        trainer.train()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_losses(run_dir):
+    return [(r["loss"], r["loss_per_modality"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def test_two_fsdp_ranks_match_one_process_with_the_same_global_batch(corpus, tmp_path):
+    shards = ["shards/shapescenes-train", "shards/shapescenes-train"]
+    mp.spawn(_worker, args=(_free_port(), corpus, tmp_path / "two", shards), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    single = Trainer(recipe(corpus, tmp_path / "one", grad_accum=2), log=lambda _: None,
+                     train_loader=Interleaved([rank_loader(corpus, r, shards) for r in (0, 1)]))
+    single.train()
+    two, one = train_losses(tmp_path / "two" / "run"), train_losses(tmp_path / "one" / "run")
+    assert len(two) == len(one) == STEPS
+    for (loss_two, per_two), (loss_one, per_one) in zip(two, one):
+        assert abs(loss_two - loss_one) < 1e-5
+        for modality in ("text", "image"):
+            assert abs(per_two[modality] - per_one[modality]) < 1e-5
+    assert one[-1][0] < one[0][0]
+
+
+def test_a_rank_without_image_tokens_neither_hangs_nor_desynchronizes(corpus, tmp_path):
+    shards = ["shards/shapescenes-train", "shards/words-train"]  # rank 1 reads text only
+    mp.spawn(_worker, args=(_free_port(), corpus, tmp_path, shards), nprocs=2, join=True, )
+    losses = train_losses(tmp_path / "run")
+    assert len(losses) == STEPS and all(per["image"] is not None for _, per in losses)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [f"step-{STEPS:08d}"]
