@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from typing import Sequence
 
 from rich.table import Table
@@ -10,18 +10,33 @@ from rich.table import Table
 from ..config import ConfigError
 from .recipe import load_recipe, resolve_model
 
-#: exit status of a run stopped by the guard (bad input and bad configs exit with 2)
-TRAINING_FAILED = 1
+class TrainingFailed(Exception):
+    """Raised by :func:`training_errors` when the guard stopped a run (exit status 1)."""
 
 
-def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> int:
+@contextlib.contextmanager
+def training_errors():
+    """Bad data, bad checkpoints and vocabulary mismatches become :class:`ConfigError` (exit
+    status 2); a run stopped by the guard becomes :class:`TrainingFailed`."""
     from ..data.loader import LoaderError
-    from ..data.settings import CorpusError, open_corpus
+    from ..data.settings import CorpusError
     from ..data.shards import ShardError
     from ..model.io import CheckpointError
     from ..tokenizers.vocab import VocabError
+    from .trainer import TrainingError
+
+    try:
+        yield
+    except (CorpusError, ShardError, LoaderError, CheckpointError, VocabError) as error:
+        raise ConfigError(str(error)) from None
+    except TrainingError as error:
+        raise TrainingFailed(f"training stopped: {error}") from None
+
+
+def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> int:
+    from ..data.settings import CorpusError, open_corpus
     from .dry_run import dry_run
-    from .trainer import Trainer, TrainingError
+    from .trainer import Trainer
 
     config = load_recipe(path, overrides)
     if dry:
@@ -41,11 +56,6 @@ def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> in
             table.add_row(name, value)
         console.print(table)
         return 0
-    try:
+    with training_errors():
         Trainer(config, log=console.out).train()
-    except (CorpusError, ShardError, LoaderError, CheckpointError, VocabError) as error:
-        raise ConfigError(str(error)) from None
-    except TrainingError as error:
-        print(f"mot: training stopped: {error}", file=sys.stderr)
-        return TRAINING_FAILED
     return 0

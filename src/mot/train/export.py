@@ -1,28 +1,28 @@
-"""``mot export RUN OUT``: the newest good checkpoint of a run, in the release form
-(``config.json`` + ``model.safetensors``) that ``MoTModel.from_pretrained`` loads."""
+"""A run's newest good checkpoint as a model: loaded for analysis (:func:`load_run_model`) or
+written by ``mot export RUN OUT`` in the release form (``config.json`` + ``model.safetensors``)
+that ``MoTModel.from_pretrained`` loads (:func:`export_run`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Tuple
 
 from ..config import ConfigError
 from ..model.io import CheckpointError
 from ..model.transformer import MoTModel, build_model
 from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from .optim import build_optimizer
-from .recipe import load_recipe
+from .recipe import TrainConfig, load_recipe
 from .run_dir import CONFIG_FILE
 
 
-def export_run(run_dir: str | Path, out: str | Path, log=print) -> Path:
-    """Write the model of ``run_dir``'s newest complete checkpoint to ``out``; returns ``out``.
+def load_run_model(run_dir: str | Path, log=print) -> Tuple[TrainConfig, MoTModel]:
+    """The config of ``run_dir`` and its newest complete checkpoint's model, on the CPU, in eval mode.
 
-    ``out`` must not hold a model already (nothing is overwritten)."""
-    run_dir, out = Path(run_dir), Path(out)
+    Checkpoints passed over (unfinished or damaged) are reported through ``log``."""
+    run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    if (out / "model.safetensors").exists() or (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a model; export to another directory")
     config = load_recipe(run_dir / CONFIG_FILE)
     checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
     path, problems = checkpoints.latest()
@@ -36,6 +36,18 @@ def export_run(run_dir: str | Path, out: str | Path, log=print) -> Path:
     state = model_optimizer_state(model, optimizer)
     checkpoints.load(path, state)
     load_model_optimizer_state(model, optimizer, state)
+    log(f"loaded {path}")
+    return config, model.eval()
+
+
+def export_run(run_dir: str | Path, out: str | Path, log=print) -> Path:
+    """Write the model of ``run_dir``'s newest complete checkpoint to ``out``; returns ``out``.
+
+    ``out`` must not hold a model already (nothing is overwritten)."""
+    out = Path(out)
+    if (out / "model.safetensors").exists() or (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a model; export to another directory")
+    _, model = load_run_model(run_dir, log)
     model.save_pretrained(out)
-    log(f"exported {path} to {out}")
+    log(f"exported to {out}")
     return out

@@ -30,7 +30,7 @@ class MetricsLogger:
     """Writes records for one run (a no-op on ranks other than 0)."""
 
     def __init__(self, run_dir: Path, total_steps: int, resume_step: int = 0, enabled: bool = True,
-                 tensorboard: bool = True, interactive: Optional[bool] = None):
+                 tensorboard: bool = True, interactive: Optional[bool] = None, description: str = "training"):
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
@@ -46,7 +46,7 @@ class MetricsLogger:
         if self.interactive:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=resume_step, desc="training", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=resume_step, desc=description, dynamic_ncols=True)
 
     def _truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (left by a run that stopped after its last checkpoint)."""

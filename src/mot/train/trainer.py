@@ -240,7 +240,8 @@ class Trainer:
         if self.context.is_main:
             write_environment(self.run_dir, environment_facts(self.context.world_size, str(self.context.device)))
         self._log(f"run directory: {self.run_dir}")
-        logger = MetricsLogger(self.run_dir, config.steps, resume_step=self.step, enabled=self.context.is_main)
+        logger = MetricsLogger(self.run_dir, config.steps, resume_step=self.step, enabled=self.context.is_main,
+                               description=config.name)
         interval: List[StepResult] = []
         seconds = 0.0  # in training steps only (evaluation and checkpoints excluded from tokens/s)
         last_train, last_valid = {}, {}
