@@ -14,6 +14,7 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -25,6 +26,7 @@ from rich.table import Table
 from .config import ConfigError, ModelConfig, load_config, save_config
 from .model.accounting import AccountingError, flops_per_token, format_number, verify_parameter_counts
 from .presets import get_preset, is_preset, preset_info, preset_names
+from .train.commands import TrainingFailed
 
 #: Exit status for bad input (the same as argparse's usage errors).
 USAGE_ERROR = 2
@@ -160,6 +162,27 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from .eval.compare import run_compare
+    from .eval.experiment import load_experiment
+    from .train.commands import training_errors
+
+    experiment = load_experiment(args.config, args.overrides)
+    with training_errors():
+        run_compare(experiment, args.preset, log=console.out)
+    return 0
+
+
+def _analyze_pca(args: argparse.Namespace, console: Console) -> int:
+    from .eval.pca import analyze_pca
+
+    out = args.out or str(Path(args.run) / "analysis")
+    numbers = analyze_pca(args.run, out, split=args.split, batches=args.batches, log=console.out)
+    console.out(f"wrote {out}/pca.png and {out}/pca.json")
+    console.out(json.dumps(numbers, indent=1))
+    return 0
+
+
 def _plot(args: argparse.Namespace, console: Console) -> int:
     from .eval.plots import plot_runs
 
@@ -199,7 +222,7 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mot",
                                      description="Mixture-of-Transformers: configs and model accounting.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,export,plot,summary}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,compare,analyze,export,plot,summary}")
 
     config = verbs.add_parser("config", help="list, show and save model configs")
     actions = config.add_subparsers(dest="action", required=True, metavar="{list,show,save}")
@@ -241,6 +264,21 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="the directory to write")
     export.set_defaults(run=_export)
 
+    compare = verbs.add_parser("compare", help="train an experiment's architectures side by side and report")
+    compare.add_argument("--config", required=True, help="an experiment, e.g. configs/experiments/chameleon.yaml")
+    compare.add_argument("overrides", nargs="*", help="key=value overrides of the experiment, e.g. out_dir=/tmp/c")
+    compare.add_argument("--preset", help="a named override list of the experiment, e.g. gpu")
+    compare.set_defaults(run=_compare)
+
+    analyze = verbs.add_parser("analyze", help="analyses of a trained run")
+    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca}")
+    pca = analyses.add_parser("pca", help="PCA of hidden states per layer, coloured by modality (figure 2b)")
+    pca.add_argument("run", help="a run directory (runs/<name>)")
+    pca.add_argument("--out", help="output directory (default RUN/analysis)")
+    pca.add_argument("--split", default="valid", help="the corpus split to read (default valid)")
+    pca.add_argument("--batches", type=_positive_int, default=4, help="validation batches to read (default 4)")
+    pca.set_defaults(run=_analyze_pca)
+
     plot = verbs.add_parser("plot", help="loss curves per modality of one or more runs, as a PNG")
     plot.add_argument("runs", nargs="+", help="run directories (runs/<name>)")
     plot.add_argument("--out", required=True, help="the PNG file to write")
@@ -271,6 +309,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, OSError) as error:
         print(f"mot: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except TrainingFailed as error:  # the guard stopped a run: not a usage error
+        print(f"mot: {error}", file=sys.stderr)
+        return 1
     except AccountingError as error:  # a bug in mot, not bad input
         print(f"mot: internal error: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,90 @@
+"""An experiment: one recipe, several architectures trained on it under identical conditions.
+
+``configs/experiments/<name>.yaml``::
+
+    name: chameleon
+    recipe: configs/recipes/tiny/chameleon.yaml
+    overrides: [steps=600]                  # for every architecture
+    architectures:                          # label -> the overrides that make it
+      dense: [architecture=dense]
+      mot: [architecture=mot]
+      moe4x: [architecture=moe4x]
+    reference: dense                        # step matching is against this one
+    presets:
+      gpu: [model.d_model=512, steps=5000, device=cuda]
+
+Every architecture gets the same data order, seed and schedule (only the model differs), and its
+own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..config import ConfigError, load_config
+from ..train.recipe import TrainConfig, load_recipe
+
+#: recipe fields an architecture may not change: what "identical conditions" means
+SHARED_FIELDS = ("data", "optim", "steps", "seed", "log_every", "eval_every", "precision")
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``mot compare`` trains and compares."""
+
+    name: str = "experiment"
+    #: the shared training recipe (a path relative to the working directory)
+    recipe: str = "configs/recipes/tiny/chameleon.yaml"
+    overrides: List[str] = field(default_factory=list)
+    architectures: Dict[str, List[str]] = field(default_factory=dict)
+    reference: str = "dense"
+    out_dir: str = "runs/compare"
+    #: named override lists, e.g. ``gpu`` (``mot compare --preset gpu``)
+    presets: Dict[str, List[str]] = field(default_factory=dict)
+    #: exponential-moving-average factor applied to training losses before step matching
+    smoothing: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not self.architectures:
+            raise ConfigError("architectures: name at least one architecture")
+        if self.reference not in self.architectures:
+            raise ConfigError(f"reference={self.reference!r}: not one of the architectures "
+                              f"{sorted(self.architectures)}")
+        for label in self.architectures:
+            if not label or "/" in label:
+                raise ConfigError(f"architectures: {label!r} is not a valid directory name")
+        if not 0 <= self.smoothing < 1:
+            raise ConfigError(f"smoothing={self.smoothing!r}: must be in [0, 1)")
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment config with ``key=value`` overrides (unknown keys are errors)."""
+    return load_config(ExperimentConfig, path, overrides)
+
+
+def architecture_recipes(experiment: ExperimentConfig, preset: Optional[str] = None) -> Dict[str, TrainConfig]:
+    """The recipe of every architecture: the shared recipe, the experiment's overrides, the
+    preset's, then the architecture's own, with the run directory placed under the experiment.
+    An architecture's overrides that change a shared field (data, schedule, seed) are an error."""
+    shared = list(experiment.overrides)
+    if preset is not None:
+        if preset not in experiment.presets:
+            raise ConfigError(f"--preset {preset}: the experiment has presets {sorted(experiment.presets)}")
+        shared += experiment.presets[preset]
+    placement = [f"out_dir={experiment.directory / 'runs'}"]
+    base = load_recipe(experiment.recipe, shared + placement)
+    recipes = {}
+    for label, own in experiment.architectures.items():
+        recipe = load_recipe(experiment.recipe, shared + list(own) + placement + [f"name={label}"])
+        for name in SHARED_FIELDS:
+            if getattr(recipe, name) != getattr(base, name):
+                raise ConfigError(f"architectures.{label} changes {name}; an experiment compares architectures "
+                                  f"under identical data, schedule and seed")
+        recipes[label] = recipe
+    return recipes
