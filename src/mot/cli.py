@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 def _export(args: argparse.Namespace, console: Console) -> int:
     from .train.export import export_run
 
-    export_run(args.run, args.out, log=console.out)
+    export_run(args.run_dir, args.out, log=console.out)
     return 0
 
 
@@ -176,8 +176,8 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
 def _analyze_pca(args: argparse.Namespace, console: Console) -> int:
     from .eval.pca import analyze_pca
 
-    out = args.out or str(Path(args.run) / "analysis")
-    numbers = analyze_pca(args.run, out, split=args.split, batches=args.batches, log=console.out)
+    out = args.out or str(Path(args.run_dir) / "analysis")
+    numbers = analyze_pca(args.run_dir, out, split=args.split, batches=args.batches, log=console.out)
     console.out(f"wrote {out}/pca.png and {out}/pca.json")
     console.out(json.dumps(numbers, indent=1))
     return 0
@@ -260,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     export = verbs.add_parser("export", help="write a run's newest checkpoint as config.json + model.safetensors")
-    export.add_argument("run", help="a run directory (runs/<name>)")
+    export.add_argument("run_dir", metavar="RUN", help="a run directory (runs/<name>)")
     export.add_argument("out", help="the directory to write")
     export.set_defaults(run=_export)
 
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze = verbs.add_parser("analyze", help="analyses of a trained run")
     analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca}")
     pca = analyses.add_parser("pca", help="PCA of hidden states per layer, coloured by modality (figure 2b)")
-    pca.add_argument("run", help="a run directory (runs/<name>)")
+    pca.add_argument("run_dir", metavar="RUN", help="a run directory (runs/<name>)")
     pca.add_argument("--out", help="output directory (default RUN/analysis)")
     pca.add_argument("--split", default="valid", help="the corpus split to read (default valid)")
     pca.add_argument("--batches", type=_positive_int, default=4, help="validation batches to read (default 4)")

@@ -173,3 +173,15 @@ def test_activation_checkpointing_and_compile_train_the_same_model(corpus, tmp_p
     torch._dynamo.reset()
     for (_, a, _), (_, b, _) in zip(train_losses(tmp_path / "compiled"), train_losses(tmp_path / "plain")):
         assert abs(a - b) < 1e-4
+
+
+def test_the_cli_exports_and_analyzes_a_run(corpus, tmp_path, capsys):
+    from mot.cli import main
+
+    Trainer(recipe(corpus, tmp_path, steps=3), log=quiet).train()
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "release")]) == 0
+    assert (tmp_path / "release" / "model.safetensors").is_file()
+    assert main(["analyze", "pca", str(tmp_path / "run"), "--batches", "1"]) == 0
+    assert (tmp_path / "run" / "analysis" / "pca.png").is_file()
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "loss.png")]) == 0
+    assert (tmp_path / "loss.png").is_file() and "wrote" in capsys.readouterr().out
