@@ -78,6 +78,7 @@ def _worker(rank, port, corpus, runs, shards):
         trainer = Trainer(recipe(corpus, runs, grad_accum=1), context=context, log=lambda _: None,
                           train_loader=rank_loader(corpus, rank, shards))
         trainer.train()
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

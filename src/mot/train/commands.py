@@ -35,6 +35,7 @@ def training_errors():
 
 def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> int:
     from ..data.settings import CorpusError, open_corpus
+    from .distributed import shutdown
     from .dry_run import dry_run
     from .trainer import Trainer
 
@@ -57,5 +58,7 @@ def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> in
         console.print(table)
         return 0
     with training_errors():
-        Trainer(config, log=console.out).train()
+        trainer = Trainer(config, log=console.out)
+        trainer.train()
+        shutdown(trainer.context)
     return 0

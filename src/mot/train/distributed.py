@@ -84,3 +84,11 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
 def barrier(context: DistributedContext) -> None:
     if context.distributed:
         dist.barrier()
+
+
+def shutdown(context: DistributedContext) -> None:
+    """Leave the process group once every rank is done (tearing gloo down while another rank still
+    talks to it aborts the process)."""
+    if context.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
