@@ -1,4 +1,4 @@
-"""Every test starts from the same random state."""
+"""Every test starts from the same random state; the small prepared corpus is made once."""
 
 import random
 
@@ -10,3 +10,11 @@ import torch
 def _seed():
     torch.manual_seed(1234)
     random.seed(1234)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """A corpus prepared once for every test that trains (see ``tests.helpers.SMALL_CORPUS``)."""
+    from tests.helpers import prepare_small_corpus
+
+    return prepare_small_corpus(tmp_path_factory.mktemp("small_corpus"))

@@ -36,3 +36,32 @@ def random_batch(config: ModelConfig, batch: int = 3, length: int = 24, seed: in
     tokens = torch.randint(0, config.vocab_size, (batch, length), generator=generator)
     modalities = interleaved_modalities(batch, length, len(config.modalities), seed, absent)
     return tokens, modalities
+
+
+#: a prepared corpus that needs no apt package and takes seconds: ShapeScenes only (their
+#: captions train the BPE), a near-untrained VQ, a held-out split
+SMALL_CORPUS = dict(shapescenes=24, digits=0, text_documents=0, text_vocab=300, vq_steps=2, vq_batch_size=8,
+                    shapescenes_heldout=4, valid_fraction=0.2)
+
+
+def prepare_small_corpus(directory, **overrides):
+    """Prepare :data:`SMALL_CORPUS` (with ``overrides``) into ``directory``; returns it."""
+    from mot.data.prepare import PrepareConfig, prepare
+
+    prepare(PrepareConfig(out_dir=str(directory), **{**SMALL_CORPUS, **overrides}), log=lambda _: None)
+    return directory
+
+
+def small_recipe(corpus, runs, **overrides):
+    """A training recipe for :func:`prepare_small_corpus`: a 2-layer, 32-wide model, 10 steps of
+    2 micro-batches of 2 x 96 tokens, deterministic, logging every step."""
+    from mot.train.recipe import load_recipe
+
+    settings = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
+                "data.batch_rows": 2, "data.grad_accum": 2, "data.valid_batches": 1,
+                "data.valid_splits": "[valid,heldout]", "model.d_model": 32, "model.n_layers": 2,
+                "model.n_heads": 4, "model.max_seq_len": 128, "optim.lr": 1e-2, "optim.warmup_steps": 2,
+                "optim.total_steps": 10, "steps": 10, "log_every": 1, "eval_every": 4, "checkpoint_every": 3,
+                "deterministic": True, "keep_last": 5}
+    settings.update(overrides)
+    return load_recipe(None, [f"{k}={v}" for k, v in settings.items()])

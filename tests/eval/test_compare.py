@@ -6,20 +6,13 @@ import pytest
 
 from mot.cli import main
 from mot.config import ConfigError
-from mot.data.prepare import PrepareConfig, prepare
 from mot.eval.compare import check_flops, run_compare
 from mot.eval.experiment import ExperimentConfig, architecture_recipes
 from mot.train.recipe import resolve_model
 
-SMALL = dict(shapescenes=24, digits=0, text_documents=0, text_vocab=300, vq_steps=2, vq_batch_size=8,
-             valid_fraction=0.2)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
-    return out
+@pytest.fixture
+def corpus(small_corpus):
+    return small_corpus
 
 
 def experiment(corpus, out, **fields):

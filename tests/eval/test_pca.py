@@ -11,13 +11,13 @@ import torch
 from mot import ModelConfig, build_model
 from mot.config import ConfigError
 from mot.data.packing import TokenizedDocument, pack
-from mot.data.prepare import PrepareConfig, prepare
 from mot.eval.pca import analyze_pca, hidden_states_by_modality, modality_separation, pca_figure, project
 from mot.model.io import CheckpointError
 from mot.train.export import load_run_model
-from mot.train.recipe import load_recipe
 from mot.train.trainer import Trainer
 from mot.tokenizers.vocab import VocabLayout
+
+from tests.helpers import small_recipe
 
 LAYOUT = VocabLayout({"text": 40, "image": 16})
 TEXT, IMAGE = LAYOUT.id_range("text")[0], LAYOUT.id_range("image")[0]
@@ -121,27 +121,15 @@ def test_the_figure_is_written(model, batch, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# ---- a trained run, made the way tests/train/test_trainer.py makes one ----
+# ---- a trained run ----
 
-SMALL = dict(shapescenes=24, digits=0, text_documents=0, text_vocab=300, vq_steps=2, vq_batch_size=8,
-             shapescenes_heldout=4)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
-    return out
+@pytest.fixture
+def corpus(small_corpus):
+    return small_corpus
 
 
 def recipe(corpus, runs, **overrides):
-    settings = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
-                "data.batch_rows": 2, "data.valid_batches": 1, "model.d_model": 32, "model.n_layers": 2,
-                "model.n_heads": 4, "model.max_seq_len": 128, "optim.lr": 1e-2, "optim.warmup_steps": 2,
-                "optim.total_steps": 10, "steps": 3, "log_every": 1, "eval_every": 3, "checkpoint_every": 3,
-                "deterministic": True}
-    settings.update(overrides)
-    return load_recipe(None, [f"{k}={v}" for k, v in settings.items()])
+    return small_recipe(corpus, runs, **{"steps": 3, "eval_every": 3, "data.grad_accum": 1, **overrides})
 
 
 def quiet(_):

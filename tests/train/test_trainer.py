@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from mot.config import ConfigError
-from mot.data.prepare import PrepareConfig, prepare
 from mot.model.io import CheckpointError
 from mot.model.transformer import MoTModel
 from mot.train.export import export_run
@@ -15,26 +14,15 @@ from mot.train.metrics import read_metrics
 from mot.train.recipe import load_recipe
 from mot.train.trainer import Trainer, TrainingError
 
-SMALL = dict(shapescenes=24, digits=0, text_documents=0, text_vocab=300, vq_steps=2, vq_batch_size=8,
-             shapescenes_heldout=4)
+from tests.helpers import small_recipe
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
-    return out
+@pytest.fixture
+def corpus(small_corpus):
+    return small_corpus
 
 
 def recipe(corpus, runs, **overrides):
-    settings = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
-                "data.batch_rows": 2, "data.grad_accum": 2, "data.valid_batches": 1,
-                "data.valid_splits": "[valid,heldout]", "model.d_model": 32, "model.n_layers": 2,
-                "model.n_heads": 4, "model.max_seq_len": 128, "optim.lr": 1e-2, "optim.warmup_steps": 2,
-                "optim.total_steps": 10, "steps": 10, "log_every": 1, "eval_every": 4, "checkpoint_every": 3,
-                "deterministic": True, "keep_last": 5}
-    settings.update(overrides)
-    return load_recipe(None, [f"{k}={v}" for k, v in settings.items()])
+    return small_recipe(corpus, runs, **overrides)
 
 
 def train_losses(run_dir):
