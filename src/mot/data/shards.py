@@ -19,7 +19,6 @@ image and speech serves a text-and-image model through its text and image shards
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from ..tokenizers.fingerprint import sha256_file
 from ..tokenizers.vocab import VocabError, VocabLayout
 from .packing import DocumentStream
 
@@ -37,14 +37,6 @@ META_FILE = "shard.json"
 
 class ShardError(RuntimeError):
     """A shard is missing, incomplete or does not match its recorded hashes."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_shard(directory: str | Path, streams: Iterable[np.ndarray], layout: VocabLayout,
@@ -81,7 +73,7 @@ def write_shard(directory: str | Path, streams: Iterable[np.ndarray], layout: Vo
         meta = {"documents": len(arrays), "tokens": int(tokens.size),
                 "tokens_per_modality": dict(zip(layout.modalities, (int(c) for c in counts))),
                 "vocab": layout.to_dict(),
-                "sha256": {path.name: _sha256(path) for path in sorted(temporary.glob("*.npy"))},
+                "sha256": {path.name: sha256_file(path) for path in sorted(temporary.glob("*.npy"))},
                 **(extra or {})}
         (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(temporary, directory)
@@ -147,7 +139,7 @@ class ShardReader:
             path = self.directory / name
             if not path.is_file():
                 raise ShardError(f"{path} is missing")
-            if verify and _sha256(path) != expected:
+            if verify and sha256_file(path) != expected:
                 raise ShardError(f"{path} does not match the hash in {META_FILE}: the shard is corrupt "
                                  f"or was modified; prepare it again")
         self.tokens = np.load(self.directory / "tokens.npy", mmap_mode="r")

@@ -13,7 +13,6 @@ file system all ranks share: rank 0 alone hashes, writes the marker, renames and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ..model.io import CheckpointError
+from ..tokenizers.fingerprint import sha256_file
 
 MARKER = "complete.json"
 FORMAT_VERSION = 1
@@ -138,14 +138,6 @@ def _first_cause(error: CheckpointException) -> BaseException:
     return error.failures[min(error.failures)][0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync_directory(path: Path) -> None:
     handle = os.open(path, os.O_RDONLY)
     try:
@@ -175,7 +167,7 @@ def _verify(path: Path, step: int) -> Optional[str]:
             return f"{file} is missing"
         if file.stat().st_size != size:
             return f"{file} has {file.stat().st_size} bytes, {MARKER} says {size} (truncated or modified)"
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             return f"{file} does not match its SHA-256 in {MARKER} (corrupt or modified)"
     return None
 
@@ -227,7 +219,7 @@ class CheckpointManager:
             dist.barrier()  # every rank's files are written before rank 0 hashes them
 
         def commit() -> Path:
-            files = {str(f.relative_to(staging)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            files = {str(f.relative_to(staging)): {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
                      for f in sorted(staging.rglob("*")) if f.is_file()}
             info = {"format": FORMAT_VERSION, "step": step, "world_size": world_size, "files": files}
             with open(staging / MARKER, "w") as handle:
