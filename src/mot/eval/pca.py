@@ -21,6 +21,7 @@ from ..data.packing import PackedBatch
 from ..data.settings import open_corpus
 from ..model.transformer import MoTModel
 from ..train.export import load_run_model
+from .plots import save_figure
 
 #: what :func:`modality_separation` measures, as ``pca.json`` states it
 SEPARATION_METRIC = ("balanced accuracy of a logistic regression predicting the modality from the 2 PCA "
@@ -153,12 +154,7 @@ def pca_figure(states: Dict[int, Dict[str, np.ndarray]], out_png: str | Path, ti
         axis.set_yticks([])
     axes.flat[0].legend(fontsize=8, markerscale=3)
     figure.suptitle(title)
-    figure.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=110)
-    plt.close(figure)
-    return out_png
+    return save_figure(figure, out_png)
 
 
 def analyze_pca(run_dir: str | Path, out_dir: str | Path, split: str = "valid", batches: int = 4,

@@ -48,9 +48,16 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, title: str = "") 
         axis.legend(fontsize=8)
     if title:
         figure.suptitle(title)
+    return save_figure(figure, out)
+
+
+def save_figure(figure, out: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the directory) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
+    figure.savefig(out, dpi=dpi)
     plt.close(figure)
     return out

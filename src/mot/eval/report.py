@@ -17,6 +17,7 @@ from ..train.metrics import read_metrics
 from ..train.recipe import TrainConfig
 from ..train.run_dir import ENVIRONMENT_FILE
 from .experiment import ExperimentConfig
+from .plots import save_figure
 from .step_matching import fraction_to_match_final, smooth, step_matching_curve
 
 ALL = "all"  # the loss over every trained position
@@ -167,12 +168,7 @@ def _plots(results, matching, experiment, directory: Path) -> Dict[str, str]:
 
 
 def _save(figure, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path.name
+    return save_figure(figure, path, dpi=100).name
 
 
 def _atomic_write(path: Path, text: str) -> None:
