@@ -130,3 +130,22 @@ def test_a_modified_latent_file_is_reported(tmp_path):
     np.save(tmp_path / "s" / "latents.npy", stored)
     with pytest.raises(ShardError, match="latents.npy does not match the hash"):
         ShardReader(tmp_path / "s", LAYOUT)
+
+
+def test_text_only_shards_of_a_vq_corpus_join_the_transfusion_mixture(tmp_path, reader):
+    # prepare writes text-only shards in the corpus's full layout, where images are VQ codes
+    vq_layout = VocabLayout({"text": 40, "image": 16})
+    text = [document_stream(TokenizedDocument(f"t{i}", (("text", TEXT + np.arange(i + 3)),)), vq_layout).tokens
+            for i in range(6)]
+    text_reader = ShardReader(write_shard(tmp_path / "text", text, vq_layout), LAYOUT)
+    mixed = Loader([("scenes", reader, 1.0), ("text", text_reader, 1.0)], layout=LAYOUT, seq_len=24, batch_rows=3,
+                   modality_tower_index=[0, 1], seed=3, bidirectional=["image"], continuous="image")
+    batches = [next(mixed) for _ in range(6)]
+    assert any(d.startswith("text:") for b in batches for d in b.doc_ids)
+    assert sum(len(b.latents) for b in batches) == sum(int((b.tokens == BOI).sum()) for b in batches)
+    # a shard that does hold VQ image tokens cannot be read with the latent layout
+    scenes_vq = [document_stream(TokenizedDocument("v", (("text", np.array([TEXT])),
+                                                        ("image", np.full(4, vq_layout.id_range("image")[0])))),
+                                 vq_layout).tokens]
+    with pytest.raises(ShardError, match="image has 16 ids here but 1"):
+        ShardReader(write_shard(tmp_path / "vq", scenes_vq, vq_layout), LAYOUT)

@@ -72,3 +72,14 @@ def test_round_trip_through_dict_and_model_check():
         LAYOUT.check_model(ModelConfig(vocab_size=220, modalities=["text", "image", "speech"]))
     with pytest.raises(VocabError, match="orders them"):
         LAYOUT.check_model(ModelConfig(vocab_size=221, modalities=["text", "speech", "image"]))
+
+
+def test_translation_skips_unused_modalities_of_another_tokenizer():
+    vq = VocabLayout({"text": 10, "image": 8})
+    latent = VocabLayout({"text": 10, "image": 1})
+    table = vq.translation_to(latent, used=["text"])
+    assert (table[list(range(*vq.id_range("image")))] == -1).all()
+    assert table[vq.id_range("text")[0] + 3] == latent.id_range("text")[0] + 3
+    assert table[vq.special("<eoi>")] == latent.special("<eoi>")
+    with pytest.raises(VocabError, match="image has 8 ids here but 1"):
+        vq.translation_to(latent)

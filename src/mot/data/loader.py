@@ -11,7 +11,10 @@ batches an uninterrupted one would (DESIGN.md invariant 6):
 * **mixing**: the i-th document of rank r comes from the dataset drawn with the given weights from
   ``(seed, r, i)`` (the paper mixes speech with text+image data 1:6);
 * **carry-over**: a document piece that does not fit in the last row of a batch opens the next
-  batch; the state records which.
+  batch; the state records which;
+* **caption dropout** (Transfusion, :mod:`.caption_dropout`): whether the captions of document
+  d of dataset k are dropped in epoch e is drawn from ``(seed, 7, k, e, d)``, so a document
+  resumed from the carry-over sees the same stream, cut at the same places.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..tokenizers.vocab import VocabLayout
-from .packing import PackedBatch, piece_bounds, rows_to_batch
+from .caption_dropout import drop_captions
+from .packing import DocumentStream, PackedBatch, piece_bounds, rows_to_batch
 from .shards import ShardReader
 
 
@@ -33,19 +37,26 @@ class Loader:
     """Iterate over packed batches drawn from ``datasets`` (``[(name, reader, weight), ...]``).
 
     ``bidirectional`` and ``continuous`` are as in :func:`~.packing.rows_to_batch`; with
-    ``continuous`` every reader must be a latent shard (Transfusion).
+    ``continuous`` every reader holding that modality must be a latent shard (Transfusion; text-only
+    shards need none). ``caption_dropout`` is the probability of dropping the caption that
+    precedes each ``continuous`` span (see :func:`~.caption_dropout.drop_captions`).
     """
 
     def __init__(self, datasets: Sequence[Tuple[str, ShardReader, float]], *, layout: VocabLayout,
                  seq_len: int, batch_rows: int, modality_tower_index: Sequence[int],
                  bidirectional: Sequence[str] = (), continuous: Optional[str] = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, caption_dropout: float = 0.0):
         if not datasets:
             raise LoaderError("no datasets given")
         if not 0 <= rank < world_size:
             raise LoaderError(f"rank={rank} is outside [0, world_size={world_size})")
         if batch_rows < 1 or seq_len < 2:
             raise LoaderError(f"batch_rows={batch_rows} and seq_len={seq_len} must be at least 1 and 2")
+        if not 0.0 <= caption_dropout <= 1.0:  # NaN fails this too
+            raise LoaderError(f"caption_dropout={caption_dropout!r} must be a probability in [0, 1]")
+        if caption_dropout > 0 and continuous is None:
+            raise LoaderError(f"caption_dropout={caption_dropout!r} needs continuous spans (the Transfusion "
+                              f"setting): it drops the captions of continuous images")
         weights = np.array([w for _, _, w in datasets], dtype=np.float64)
         if (weights <= 0).any() or not np.isfinite(weights).all():
             raise LoaderError(f"dataset weights {weights.tolist()} must be positive numbers")
@@ -53,7 +64,8 @@ class Loader:
             if len(reader) < world_size:
                 raise LoaderError(f"dataset {name!r} has {len(reader)} documents, fewer than the "
                                   f"{world_size} ranks: some rank would get none")
-            if continuous is not None and getattr(reader, "continuous", None) != continuous:
+            holds_continuous = reader.meta["tokens_per_modality"].get(continuous, 0) > 0
+            if continuous is not None and reader.continuous != continuous and holds_continuous:
                 raise LoaderError(f"dataset {name!r} has no {continuous} latents: the Transfusion setting "
                                   f"reads the latent shards that prepare writes with a VAE")
         self.names = [name for name, _, _ in datasets]
@@ -61,7 +73,7 @@ class Loader:
         self.probabilities = weights / weights.sum()
         self.layout, self.seq_len, self.batch_rows = layout, seq_len, batch_rows
         self.modality_tower_index, self.bidirectional = list(modality_tower_index), list(bidirectional)
-        self.continuous = continuous
+        self.continuous, self.caption_dropout = continuous, float(caption_dropout)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self._draws = 0
         self._cursors: List[List[int]] = [[0, 0] for _ in datasets]  # per dataset: epoch, position
@@ -82,7 +94,7 @@ class Loader:
                 self._pending = None
             else:
                 (dataset, document), first = self._next_document(), 0
-            stream = self.readers[dataset].stream(document)
+            stream = self._stream(dataset, document)
             for start, stop in piece_bounds(stream, self.seq_len):
                 if start < first:
                     continue
@@ -95,6 +107,18 @@ class Loader:
                     used = 0
                 rows[-1].append((stream, start, stop))
                 used += stop - start
+
+    def _stream(self, dataset: int, document: int) -> DocumentStream:
+        """Document ``document`` of ``dataset`` as it is packed: with its captions dropped, if so drawn."""
+        stream = self.readers[dataset].stream(document)
+        if self.caption_dropout == 0:
+            return stream
+        # The dataset's epoch is that of its last drawn document, which is this one: a pending
+        # document is the last drawn of all, and nothing is drawn before it is packed.
+        epoch = self._cursors[dataset][0]
+        # 7 tags this use of the seed, apart from the mixing and document-order draws
+        rng = np.random.default_rng([self.seed, 7, dataset, epoch, document])
+        return drop_captions(stream, self.layout, self.continuous, self.caption_dropout, rng)
 
     def _next_document(self) -> Tuple[int, int]:
         draw = np.random.default_rng([self.seed, self.rank, self._draws])

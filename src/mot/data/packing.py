@@ -13,7 +13,9 @@ bidirectional span ids, next-token targets, and the routing plan computed here, 
 In the Transfusion setting an image span holds placeholder ids, one per latent patch, and the
 stream carries the image's VAE latents; the batch then also holds every image's latents and
 where its span starts, and no next-token target is set from ``<boi>`` to the last patch (the
-image is trained by the diffusion loss, and ``<eoi>`` always follows the last patch).
+image is trained by the diffusion loss, and ``<eoi>`` always follows the last patch). It also
+marks the images that text follows (image -> caption): the trainer caps their noise for some
+examples, as Transfusion does, so that captioning learns from nearly clean images.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ class PackedBatch:
     latents: Optional[torch.Tensor] = None
     #: Transfusion: ``[N, 2]`` (row, column) of each image's first placeholder token
     latent_starts: Optional[torch.Tensor] = None
+    #: Transfusion: ``[N]`` bool, True where the image's document piece has text after the image
+    latent_before_text: Optional[torch.Tensor] = None
 
     def model_inputs(self) -> dict:
         """Keyword arguments for ``MoTModel.forward``."""
@@ -169,11 +173,15 @@ def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq
     """Rows of ``(stream, start, stop)`` pieces -> the padded ``[rows, seq_len]`` batch.
 
     With ``continuous`` (``"image"`` in the Transfusion setting) every stream must carry latents
-    for its spans of that modality; they are gathered into ``latents`` / ``latent_starts``.
+    for its spans of that modality; they are gathered into ``latents`` / ``latent_starts``, and
+    ``latent_before_text`` says which of them host-modality ids (not specials) follow within
+    their piece.
     """
     bidirectional = set(bidirectional)
+    host_start, host_stop = layout.id_range(layout.modalities[0])
     latents: List[np.ndarray] = []
     latent_starts: List[Tuple[int, int]] = []
+    latent_before_text: List[bool] = []
     shape = (len(rows), seq_len)
     tokens = np.full(shape, layout.special("<pad>"), dtype=np.int64)
     documents = np.full(shape, PAD_DOCUMENT, dtype=np.int64)
@@ -198,6 +206,8 @@ def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq
                     if inside:
                         latents.append(_latent_of(stream, image, continuous))
                         latent_starts.append((b, at + span_start - start))
+                        after = stream.tokens[span_stop + 1:stop]  # past the end marker
+                        latent_before_text.append(bool(((after >= host_start) & (after < host_stop)).any()))
                         # <boi> and the patches predict nothing: the diffusion loss trains them
                         targets[b, at + span_start - start - 1:at + span_stop - start] = IGNORE
                     image += 1
@@ -217,6 +227,7 @@ def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq
         batch.latents = torch.from_numpy(np.stack(latents).astype(np.float32) if latents
                                          else np.zeros((0, *shape), dtype=np.float32))
         batch.latent_starts = torch.tensor(latent_starts, dtype=torch.int64).reshape(-1, 2)
+        batch.latent_before_text = torch.tensor(latent_before_text, dtype=torch.bool).reshape(-1)
     return batch
 
 

@@ -88,6 +88,12 @@ class Corpus:
                               f"(its splits: {splits})")
         return chosen
 
+    @property
+    def latent_channels(self) -> Optional[int]:
+        """Channels of the VAE latents (``None`` when the corpus has no latent shards)."""
+        latent = self.manifest.get("latent")
+        return int(latent["latent_shape"][0]) if latent else None
+
     def patches_per_image(self, latent_patch_size: int = LATENT_PATCH_SIZE) -> int:
         """Placeholder tokens per image in the transfusion setting: the patches of a latent."""
         self.layout("transfusion")
@@ -125,14 +131,16 @@ class Corpus:
 
     def loader(self, setting: str, split: str, *, seq_len: int, batch_rows: int,
                modality_tower_index: Sequence[int], seed: int = 0, rank: int = 0, world_size: int = 1,
-               weights: Optional[Mapping[str, float]] = None, latent_patch_size: int = LATENT_PATCH_SIZE) -> Loader:
-        """The loader of ``setting`` over ``split``; see :class:`~.loader.Loader`."""
+               weights: Optional[Mapping[str, float]] = None, latent_patch_size: int = LATENT_PATCH_SIZE,
+               caption_dropout: float = 0.0) -> Loader:
+        """The loader of ``setting`` over ``split``; see :class:`~.loader.Loader` (``caption_dropout``
+        is for the transfusion setting only)."""
         continuous = setting == "transfusion"
         return Loader(self.datasets(setting, split, weights, latent_patch_size), layout=self.layout(setting),
                       seq_len=seq_len,
                       batch_rows=batch_rows, modality_tower_index=modality_tower_index,
                       bidirectional=["image"] if continuous else (), continuous="image" if continuous else None,
-                      seed=seed, rank=rank, world_size=world_size)
+                      seed=seed, rank=rank, world_size=world_size, caption_dropout=caption_dropout)
 
     def fingerprints(self) -> Dict[str, str]:
         """Tokenizer name -> content hash, to check a model was trained on this corpus's tokens."""

@@ -131,7 +131,8 @@ class ShardReader:
                 raise ShardError(f"{self.directory} holds {missing} tokens, which vocabulary "
                                  f"{layout.modality_sizes} lacks")
             try:
-                self._translation = stored.translation_to(layout)
+                used = [m for m, count in self.meta["tokens_per_modality"].items() if count]
+                self._translation = stored.translation_to(layout, used)
             except VocabError as error:
                 raise ShardError(f"{self.directory} cannot be read with vocabulary {layout.modality_sizes}: "
                                  f"{error}") from None

@@ -18,7 +18,7 @@ by the first modality too. The rule is the same for every setting; ``modality_of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -142,13 +142,16 @@ class VocabLayout:
             raise VocabError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
         return self._table[ids]
 
-    def translation_to(self, other: "VocabLayout") -> np.ndarray:
+    def translation_to(self, other: "VocabLayout", used: Optional[Sequence[str]] = None) -> np.ndarray:
         """``[vocab_size]`` int64: each id of this layout -> the same token's id in ``other``, or -1
         where ``other`` lacks it. Specials match by name, modality ids by modality and local id.
 
         This lets one corpus serve several settings: shards tokenized with text, image and speech
         are read by a text-and-image model through the translation (documents holding speech
-        cannot be, and the reader says so).
+        cannot be, and the reader says so). A modality both layouts have with different sizes
+        (two tokenizers: VQ codes here, one latent placeholder there) is an error if it is in
+        ``used`` (default: every modality), else its ids map to -1: a text-only shard of a corpus
+        with VQ images serves the Transfusion setting too.
         """
         table = np.full(self.vocab_size, -1, dtype=np.int64)
         for index, name in enumerate(self._specials):
@@ -158,6 +161,8 @@ class VocabLayout:
             if modality not in other.modality_sizes:
                 continue
             if other.modality_sizes[modality] != size:
+                if used is not None and modality not in used:
+                    continue
                 raise VocabError(f"{modality} has {size} ids here but {other.modality_sizes[modality]} in "
                                  f"the other layout: they come from different tokenizers")
             start, other_start = self._starts[modality], other.id_range(modality)[0]
