@@ -89,3 +89,24 @@ def test_a_tower_map_given_anew_replaces_the_old_one(tmp_path):
     assert default.tower_names == ["text", "image", "speech"]
     (tmp_path / "two.yaml").write_text("modalities: [text, image]\ntowers: {text: shared, image: shared}\n")
     assert load_config(ModelConfig, tmp_path / "two.yaml", base=base).tower_names == [SHARED]
+
+
+@pytest.mark.parametrize("latent, message", [
+    (dict(modality="text"), "latent.modality='text': must be one of the non-text modalities"),
+    (dict(modality="video"), "latent.modality='video'"),
+    (dict(modality="image", patch_size=3), "latent.patch_size=3: must be a power of 2"),
+    (dict(modality="image", patch_size=4), r"latent.unet_channels=\[64, 128\]: needs 3 widths"),
+    (dict(modality="image", encoder="conv"), "latent.encoder='conv'"),
+    (dict(modality="image", channels=0), "latent.channels=0"),
+    (dict(modality="image", timestep_features=7), "latent.timestep_features=7: must be even"),
+])
+def test_bad_latent_settings_name_the_field(latent, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(latent=latent)
+
+
+def test_latent_settings_load_from_overrides():
+    config = load_config(ModelConfig, overrides=["latent.modality=image", "latent.encoder=linear",
+                                                 "latent.unet_channels=[8,16]"])
+    assert (config.latent.enabled, config.latent.encoder, config.latent.unet_channels) == (True, "linear", [8, 16])
+    assert not ModelConfig().latent.enabled

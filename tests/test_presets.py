@@ -95,29 +95,41 @@ def test_dense_sizes_match_the_paper_labels():
     for name in dense:
         label = preset_info(name).paper_size
         label_count = float(label[:-1]) * (1e9 if label.endswith("B") else 1e6)
-        ratio = count_parameters(get_preset(name)).total / label_count
+        counts = count_parameters(get_preset(name))
+        # Transfusion's labels leave out its U-Net patch encoder ("0.27B additional parameters")
+        ratio = (counts.total - counts.latent_path) / label_count
         assert ratio == pytest.approx(LABEL_RATIOS.get(name, 1.0), abs=0.005), name
+
+
+def test_transfusion_presets_carry_the_papers_u_net():
+    for name in [n for n in PAPER if n.startswith("transfusion-")]:
+        latent = get_preset(name).latent
+        assert (latent.modality, latent.channels, latent.patch_size, latent.encoder) == ("image", 8, 2, "unet")
+        assert 0.27e9 <= count_parameters(get_preset(name)).latent_path <= 0.34e9, name
 
 
 def test_sparse_models_activate_the_dense_parameters():
     # The paper labels sparse models by activated parameters: MoT equals dense exactly, MoE-4x
-    # adds only its routers (d * 4 per layer).
+    # adds only its routers (d * 4 per layer). (Active counts leave out Transfusion's U-Net.)
     for dense_name in [n for n in PAPER if n.endswith("-dense")]:
-        stem, dense = dense_name[:-len("-dense")], count_parameters(get_preset(dense_name))
+        stem, counts = dense_name[:-len("-dense")], count_parameters(get_preset(dense_name))
+        dense = counts.total - counts.latent_path
         for architecture in ("mot", "loo-text", "ffn", "ffn-attn", "all"):
             if is_preset(f"{stem}-{architecture}"):
-                assert count_parameters(get_preset(f"{stem}-{architecture}")).active == dense.total
+                assert count_parameters(get_preset(f"{stem}-{architecture}")).active == dense
         if is_preset(f"{stem}-moe4x"):
             config = get_preset(f"{stem}-moe4x")
             router = config.n_layers * config.d_model * 4
-            assert count_parameters(config).active == dense.total + router
+            assert count_parameters(config).active == dense + router
 
 
 def test_7b_has_llama_2_7b_shape():
     config = get_preset("transfusion-7b-dense")  # the Llama-2 vocabulary
     assert config.ffn_dim == 11008
-    # Llama-2-7B: 6,738,415,616 parameters; ours adds the QK-norm weights (2 x 128 per layer).
-    assert count_parameters(config).total == 6_738_415_616 + 32 * 2 * 128
+    # Llama-2-7B: 6,738,415,616 parameters; ours adds the QK-norm weights (2 x 128 per layer)
+    # and, apart, the U-Net patch encoder/decoder.
+    counts = count_parameters(config)
+    assert counts.total - counts.latent_path == 6_738_415_616 + 32 * 2 * 128
 
 
 def test_get_preset_returns_a_fresh_config():

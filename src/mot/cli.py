@@ -107,6 +107,9 @@ def _dry_run(config: ModelConfig, context: Optional[int], console: Console) -> N
     params.add_row("non-embedding", exact(counts.non_embedding))
     for group, count in counts.non_embedding_per_group.items():
         params.add_row(f"  non-embedding: {group}", exact(count))
+    if counts.latent_path:
+        params.add_row(f"{config.latent.modality} patch encoder/decoder + timestep embedding",
+                       exact(counts.latent_path))
     params.add_row("active per token", exact(counts.active))
     params.add_row("active non-embedding per token", exact(counts.active_non_embedding))
     console.print(params)
@@ -202,8 +205,8 @@ def _summary(args: argparse.Namespace, console: Console) -> int:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.out("total = embedding + every tower's non-embedding; active = what one token uses "
-                "(MoE: router + 1 expert). Details: mot config show <preset> --dry-run")
+    console.out("total = embedding + every tower's non-embedding (+ Transfusion's U-Net); active = what one "
+                "token uses (MoE: router + 1 expert). Details: mot config show <preset> --dry-run")
     return 0
 
 

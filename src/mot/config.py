@@ -29,6 +29,7 @@ NORM_TYPES = ("rmsnorm", "layernorm")
 NORM_PLACEMENTS = ("post", "pre")
 ATTENTION_BACKENDS = ("sdpa", "flex", "reference")
 MOE_ROUTINGS = ("expert_choice", "token_choice")
+LATENT_ENCODERS = ("linear", "unet")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,40 @@ class MoEConfig:
     routing: str = "expert_choice"
     capacity_factor: float = 1.0
     towers: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LatentConfig:
+    """The continuous path of one modality (the Transfusion setting's images), off when ``modality``
+    is empty.
+
+    An image is a ``[channels, H, W]`` VAE latent cut into ``patch_size x patch_size`` patches, one
+    sequence position each (the paper: 2x2). A patch encoder maps the noisy latent into the model
+    width and a patch decoder maps the final hidden states back to a noise prediction; both belong
+    to no tower: the paper keeps them fixed across dense and MoT (section 3.4). ``linear`` is one
+    matrix each way; ``unet`` is the paper's choice, down and up blocks with timestep conditioning,
+    one downsampling per factor of 2 in ``patch_size``, with skip connections around the
+    transformer. A timestep embedding is added to every patch position.
+    """
+
+    #: the continuous modality (``image``); empty: no continuous input
+    modality: str = ""
+    #: latent channels of the VAE
+    channels: int = 4
+    #: a power of 2: latent pixels per patch side
+    patch_size: int = 2
+    #: linear or unet
+    encoder: str = "unet"
+    #: U-Net widths: one at the latent resolution, then one per 2x downsampling (log2(patch_size) + 1)
+    unet_channels: List[int] = field(default_factory=lambda: [64, 128])
+    #: residual blocks per U-Net level (encoder and decoder each)
+    unet_res_blocks: int = 1
+    #: width of the sinusoidal timestep features before the embedding MLP
+    timestep_features: int = 256
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.modality)
 
 
 @dataclass
@@ -78,12 +113,16 @@ class ModelConfig:
     #: Components with per-tower weights (a subset of ``COMPONENTS``); the rest are shared.
     untied: List[str] = field(default_factory=lambda: list(COMPONENTS))
     moe: MoEConfig = field(default_factory=MoEConfig)
+    #: the continuous (Transfusion) image path; off by default
+    latent: LatentConfig = field(default_factory=LatentConfig)
     attention_backend: str = "sdpa"
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):  # convenience for Python callers: moe={"towers": ["text"]}
             self.moe = MoEConfig(**self.moe)
+        if isinstance(self.latent, dict):
+            self.latent = LatentConfig(**self.latent)
         validate_model_config(self)
 
     # ---- derived values (kept out of the stored fields so overrides never leave them stale) ----
@@ -197,6 +236,28 @@ def validate_model_config(c: ModelConfig) -> None:
     for tower in c.moe.towers:
         if tower not in ffn_groups:
             _fail("moe.towers", c.moe.towers, f"{tower!r} is not an FFN group; the FFN groups are {ffn_groups}")
+    if c.latent.enabled:
+        _validate_latent(c.latent, c.modalities)
+
+
+def _validate_latent(latent: LatentConfig, modalities: Sequence[str]) -> None:
+    if latent.modality not in modalities[1:]:
+        _fail("latent.modality", latent.modality,
+              f"must be one of the non-text modalities {list(modalities[1:])} (or empty for none)")
+    _check_positive(latent, "latent.", ["channels", "patch_size", "unet_res_blocks", "timestep_features"])
+    if latent.patch_size & (latent.patch_size - 1):
+        _fail("latent.patch_size", latent.patch_size, "must be a power of 2")
+    if latent.timestep_features % 2:
+        _fail("latent.timestep_features", latent.timestep_features, "must be even (sine and cosine halves)")
+    _check_choice("latent.encoder", latent.encoder, LATENT_ENCODERS)
+    if latent.encoder == "unet":
+        levels = latent.patch_size.bit_length()  # log2(patch_size) + 1
+        if len(latent.unet_channels) != levels:
+            _fail("latent.unet_channels", latent.unet_channels,
+                  f"needs {levels} widths for patch_size={latent.patch_size} (one per level)")
+        for width in latent.unet_channels:
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                _fail("latent.unet_channels", latent.unet_channels, "widths must be positive integers")
 
 
 # ------------------------------------------------------------------------------------ files --

@@ -18,9 +18,11 @@ Vocabularies (the token embedding and output head are ``vocab x d_model`` each):
   image codes of its VQ tokenizer in one table).
 * Chameleon+Speech: 66,036 = 65,536 + the 500 speech units of the paper's DinoSR-style speech
   tokenizer (section 3.3.1), appended after the Chameleon vocabulary.
-* Transfusion: 32,000, the Llama-2 text tokenizer. Images are continuous VAE latent patches that
-  enter through a patch encoder (a U-Net, 0.27B parameters in the paper), not through this
-  vocabulary; that encoder/decoder is not part of these configs.
+* Transfusion: 32,000, the Llama-2 text tokenizer. Images are continuous VAE latents (8 channels,
+  8x downsampling: section 3.4) in 2x2 patches that enter through a U-Net patch encoder and leave
+  through its decoder, not through this vocabulary. The paper keeps the U-Net at 0.27B parameters
+  for every size; ours (widths 768 and 1536, two residual blocks per level) has 0.28B at d=768
+  and grows to 0.33B at d=4,096 through the projections into and out of the model width.
 
 The FFN width is left to Llama's rule (``ModelConfig.ffn_dim``: 8/3 d rounded up to 256, 11,008
 at d=4,096, as Llama-2-7B and Chameleon-7B). Architectures:
@@ -39,10 +41,10 @@ Three ``tiny-*`` presets (d=128, 2 layers) run on a CPU in tests and examples.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .config import SHARED, ConfigError, ModelConfig, MoEConfig
+from .config import SHARED, ConfigError, LatentConfig, ModelConfig, MoEConfig
 
 PAPER_SEQ_LEN = 4096
 CHAMELEON_VOCAB = 65_536
@@ -80,6 +82,8 @@ class _Setting:
     sizes: Tuple[_Size, ...]
     architectures: Tuple[str, ...]
     max_seq_len: int = PAPER_SEQ_LEN
+    #: the continuous image path (Transfusion only)
+    latent: Optional[LatentConfig] = None
 
 
 _S443M = _Size("443M", 1024, 24, 16)
@@ -98,7 +102,9 @@ _SETTINGS: Dict[str, _Setting] = {
     "transfusion": _Setting(
         "Table 4", LLAMA2_VOCAB, ("text", "image"),
         (_Size("163M", 768, 16, 12), _Size("760M", 1536, 24, 24), _Size("1.4B", 2048, 24, 16), _S7B),
-        ("dense", "mot", "moe4x", "mot-text-moe4x")),
+        ("dense", "mot", "moe4x", "mot-text-moe4x"),
+        latent=LatentConfig(modality="image", channels=8, patch_size=2, encoder="unet",
+                            unet_channels=[768, 1536], unet_res_blocks=2)),
     "ablation": _Setting("Table 5", CHAMELEON_VOCAB, ("text", "image"), (_S880M,),
                          ("dense", "ffn", "ffn-attn", "all")),
 }
@@ -177,6 +183,7 @@ def get_preset(name: str) -> ModelConfig:
     return ModelConfig(vocab_size=setting.vocab_size, d_model=size.d_model, n_layers=size.n_layers,
                        n_heads=size.n_heads, max_seq_len=setting.max_seq_len,
                        modalities=list(setting.modalities),
+                       latent=LatentConfig(**asdict(setting.latent)) if setting.latent else LatentConfig(),
                        **architecture_fields(info.architecture, setting.modalities))
 
 

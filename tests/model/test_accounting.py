@@ -233,3 +233,16 @@ def test_format_number():
     assert format_number(442_600_000) == "442.6M"
     assert format_number(78_300) == "78.3K"
     assert format_number(12) == "12"
+
+
+@pytest.mark.parametrize("latent", [dict(modality="image", encoder="linear"),
+                                    dict(modality="image", encoder="unet", unet_channels=[8, 16]),
+                                    dict(modality="image", encoder="unet", patch_size=4, unet_channels=[8, 16, 24],
+                                         unet_res_blocks=2, channels=3)])
+def test_the_latent_path_is_counted_apart_and_exactly(latent):
+    config = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, latent=latent)
+    counts = verify_parameter_counts(config)  # raises if any count disagrees with the built model
+    plain = count_parameters(ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4))
+    assert counts.latent_path > 0
+    assert counts.total == plain.total + counts.latent_path
+    assert (counts.active, counts.non_embedding) == (plain.active, plain.non_embedding)

@@ -13,6 +13,10 @@ Conventions (the same as the paper, Chinchilla, PaLM and torchtitan):
   ``*_per_tower`` fields hold each tower's.
 * **FLOPs** are ``2 x`` multiply-adds. Norms, activations, softmax, rotary embeddings, residual
   adds and the embedding lookup are not counted. See :func:`flops_per_token`.
+* The **latent path** of the Transfusion setting (timestep embedding and patch encoder/decoder,
+  ``ModelConfig.latent``) is counted apart: it belongs to no tower and is the same for every
+  architecture (the paper keeps its U-Net fixed at 0.27B), so it is in ``total`` but neither in
+  ``embedding`` nor in ``non_embedding``, and FLOPs per token leave it out.
 
 :func:`verify_parameter_counts` checks the analytic counts against a model built on the meta
 device (no memory), group by group, from the parameter names.
@@ -23,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Iterable, Tuple
 
-from ..config import SHARED, ModelConfig
+from ..config import SHARED, LatentConfig, ModelConfig
 
 if TYPE_CHECKING:  # keep this module importable (and fast) for counting alone
     from torch import nn
@@ -48,6 +52,8 @@ class ParameterCounts:
     active_non_embedding: int
     #: tower name -> active parameters of a token of that tower (embedding included)
     active_per_tower: Dict[str, int]
+    #: the continuous modality's timestep embedding and patch encoder/decoder (0 without one)
+    latent_path: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class MeasuredCounts:
     embedding: int
     #: weight group -> parameters under ``<component>.towers.<group>.``
     non_embedding_per_group: Dict[str, int]
+    #: parameters under ``latent_path.``
+    latent_path: int = 0
 
 
 # ----------------------------------------------------------------------- per-layer pieces --
@@ -130,6 +138,35 @@ def _active_matmul_params(config: ModelConfig, tower: str) -> float:
     return config.n_layers * (_attention_params(config) + ffn)
 
 
+def _res_block_params(channels_in: int, channels_out: int, time_dim: int) -> int:
+    """``patch_unet.ResBlock``: two GroupNorms, two 3x3 convs, the timestep projection, a 1x1 skip."""
+    count = 2 * channels_in + 9 * channels_in * channels_out + channels_out  # norm1, conv1
+    count += time_dim * channels_out + channels_out  # timestep projection
+    count += 2 * channels_out + 9 * channels_out * channels_out + channels_out  # norm2, conv2
+    if channels_in != channels_out:
+        count += channels_in * channels_out + channels_out
+    return count
+
+
+def latent_path_params(latent: LatentConfig, dim: int) -> int:
+    """Parameters of ``latent_patches.LatentPath`` (0 when the config has no continuous path)."""
+    if not latent.enabled:
+        return 0
+    count = latent.timestep_features * dim + dim + dim * dim + dim  # the timestep MLP
+    if latent.encoder == "linear":
+        size = latent.channels * latent.patch_size ** 2
+        return count + (size * dim + dim) + (dim * size + size)
+    widths, blocks, channels = list(latent.unet_channels), latent.unet_res_blocks, latent.channels
+    count += 9 * channels * widths[0] + widths[0]  # conv_in
+    for width in widths:
+        count += blocks * _res_block_params(width, width, dim)  # down
+        count += _res_block_params(2 * width, width, dim) + (blocks - 1) * _res_block_params(width, width, dim)  # up
+    for a, b in zip(widths, widths[1:]):
+        count += (9 * a * b + b) + (9 * b * a + a)  # downsample, upsample
+    count += (widths[-1] * dim + dim) + (dim * widths[-1] + widths[-1])  # to_model, from_model
+    return count + 2 * widths[0] + 9 * widths[0] * channels + channels  # norm_out, conv_out
+
+
 # ---------------------------------------------------------------------------- the counts --
 
 def count_parameters(config: ModelConfig) -> ParameterCounts:
@@ -156,9 +193,11 @@ def count_parameters(config: ModelConfig) -> ParameterCounts:
     active_per_tower = {tower: embedding + norms + round(_active_matmul_params(config, tower))
                         for tower in config.tower_names}
     active = max(active_per_tower.values())
-    return ParameterCounts(total=embedding + non_embedding, embedding=embedding, non_embedding=non_embedding,
-                           non_embedding_per_group=per_group, active=active,
-                           active_non_embedding=active - embedding, active_per_tower=active_per_tower)
+    latent = latent_path_params(config.latent, config.d_model)
+    return ParameterCounts(total=embedding + non_embedding + latent, embedding=embedding,
+                           non_embedding=non_embedding, non_embedding_per_group=per_group, active=active,
+                           active_non_embedding=active - embedding, active_per_tower=active_per_tower,
+                           latent_path=latent)
 
 
 def flops_per_token(config: ModelConfig, context_length: int) -> FlopCounts:
@@ -222,16 +261,18 @@ def _group_from_name(name: str) -> str | None:
 def count_model_parameters(model: "nn.Module") -> MeasuredCounts:
     """Group a built model's parameters by weight group, read from their names."""
     per_group: Dict[str, int] = {}
-    embedding = total = 0
+    embedding = total = latent = 0
     for name, parameter in model.named_parameters():
         count = parameter.numel()
         total += count
         group = _group_from_name(name)
-        if group is None:
+        if name.startswith("latent_path."):
+            latent += count
+        elif group is None:
             embedding += count
         else:
             per_group[group] = per_group.get(group, 0) + count
-    return MeasuredCounts(total=total, embedding=embedding, non_embedding_per_group=per_group)
+    return MeasuredCounts(total=total, embedding=embedding, non_embedding_per_group=per_group, latent_path=latent)
 
 
 def verify_parameter_counts(config: ModelConfig, model: "nn.Module | None" = None) -> ParameterCounts:
@@ -249,6 +290,7 @@ def verify_parameter_counts(config: ModelConfig, model: "nn.Module | None" = Non
         ("total", counts.total, measured.total),
         ("embedding", counts.embedding, measured.embedding),
         ("non_embedding_per_group", counts.non_embedding_per_group, measured.non_embedding_per_group),
+        ("latent_path", counts.latent_path, measured.latent_path),
     )
     wrong = [f"{what}: analytic {want} != model {got}" for what, want, got in pairs if want != got]
     if wrong:

@@ -7,12 +7,13 @@ the softmax runs over the whole interleaved sequence, every modality together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .kv_cache import KVCache
 from .layers import apply_rotary, make_norm
 from .routing import RoutingPlan, merge_towers, split_by_tower
 from .towers import PerTower
@@ -27,11 +28,14 @@ class AttentionContext:
     sin: torch.Tensor
     backend: Any  # an object from attention_backends
     mask: Any  # the backend's prepared mask
+    #: generation only: keys and values of earlier positions (see ``kv_cache``)
+    cache: Optional[KVCache] = None
 
 
 class GlobalAttention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_index: int = 0):
         super().__init__()
+        self.layer_index = layer_index  # its slot in a KV cache
         dim, heads, kv_heads, head_dim = config.d_model, config.n_heads, config.kv_heads, config.head_dim
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         groups = config.groups("attention")
@@ -61,7 +65,9 @@ class GlobalAttention(nn.Module):
             return merged.view(batch, length, *merged.shape[1:]).transpose(1, 2)
 
         query = apply_rotary(heads_first(q), ctx.cos, ctx.sin)
-        key = apply_rotary(heads_first(k), ctx.cos, ctx.sin)
-        attended = ctx.backend.attend(query, key, heads_first(v), ctx.mask)  # lines 8-9: [B, H, L, hd]
+        key, value = apply_rotary(heads_first(k), ctx.cos, ctx.sin), heads_first(v)
+        if ctx.cache is not None:  # earlier positions' keys and values come first
+            key, value = ctx.cache.extend(self.layer_index, key, value)
+        attended = ctx.backend.attend(query, key, value, ctx.mask)  # lines 8-9: [B, H, L, hd]
         attended = attended.transpose(1, 2).reshape(batch * length, self.heads * self.head_dim)
         return self.out(split_by_tower(attended, plan))  # line 11

@@ -31,11 +31,11 @@ class MoTBlock(nn.Module):
     Input and output are the residual stream as one part ``[n_t, D]`` per tower.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_index: int = 0):
         super().__init__()
         self.pre_norm = config.norm_placement == "pre"
         norm_groups = config.groups("norms")
-        self.attention = GlobalAttention(config)
+        self.attention = GlobalAttention(config, layer_index)
         self.attention_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, config.d_model,
                                                                         config.norm_eps))
         self.ffn = PerTower(config.groups("ffn"), lambda group: make_ffn(config, group))

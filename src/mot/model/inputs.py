@@ -50,3 +50,54 @@ def check_values(config: ModelConfig, tokens: torch.Tensor, modality_ids: torch.
                  f"the modality list {config.modalities}")
     if positions is not None:
         _check_range("positions", positions, 0, config.max_seq_len, f"max_seq_len={config.max_seq_len}")
+
+
+def check_latent_shapes(config: ModelConfig, latents: Optional[torch.Tensor], latent_starts: Optional[torch.Tensor],
+                        timesteps: Optional[torch.Tensor]) -> None:
+    """The continuous inputs come together, with the shapes ``config.latent`` describes."""
+    given = {"latents": latents, "latent_starts": latent_starts, "timesteps": timesteps}
+    if all(v is None for v in given.values()):
+        return
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        raise InputError(f"latents, latent_starts and timesteps go together; {', '.join(missing)} missing")
+    latent = config.latent
+    if not latent.enabled:
+        raise InputError("latents given, but the model has no continuous path (model.latent.modality is empty)")
+    if latents.dim() != 4 or latents.shape[1] != latent.channels:
+        raise InputError(f"latents must have shape [images, {latent.channels}, height, width], "
+                         f"got {tuple(latents.shape)}")
+    height, width = latents.shape[-2:]
+    if height % latent.patch_size or width % latent.patch_size:
+        raise InputError(f"latents of {height}x{width} do not split into {latent.patch_size}x{latent.patch_size} "
+                         f"patches (latent.patch_size)")
+    if not latents.dtype.is_floating_point:
+        raise InputError(f"latents must be floating point, got dtype {latents.dtype}")
+    images = latents.shape[0]
+    if tuple(latent_starts.shape) != (images, 2) or latent_starts.dtype.is_floating_point:
+        raise InputError(f"latent_starts must be integers of shape [{images}, 2] (row, column), "
+                         f"got {tuple(latent_starts.shape)} {latent_starts.dtype}")
+    if tuple(timesteps.shape) != (images,) or timesteps.dtype.is_floating_point:
+        raise InputError(f"timesteps must be integers of shape [{images}], got {tuple(timesteps.shape)} "
+                         f"{timesteps.dtype}")
+
+
+def check_latent_spans(config: ModelConfig, modality_ids: torch.Tensor, latents: torch.Tensor,
+                       latent_starts: torch.Tensor) -> None:
+    """Each image's ``P`` positions hold its modality and are followed by its end marker (a host read)."""
+    modality = config.modalities.index(config.latent.modality)
+    patch = config.latent.patch_size
+    patches = (latents.shape[2] // patch) * (latents.shape[3] // patch)
+    batch, length = modality_ids.shape
+    for image, (row, column) in enumerate(latent_starts.tolist()):
+        where = f"image {image} (latent_starts[{image}] = ({row}, {column}), {patches} patches)"
+        if not (0 <= row < batch and 0 <= column and column + patches <= length):
+            raise InputError(f"{where} does not fit in the [{batch}, {length}] batch")
+        if column + patches == length:
+            raise InputError(f"{where} runs to the end of its row: an image span must be followed by its end marker")
+        span = modality_ids[row, column:column + patches]
+        if bool((span != modality).any()):
+            raise InputError(f"{where}: its positions are not all {config.latent.modality} tokens")
+        if int(modality_ids[row, column + patches]) == modality:
+            raise InputError(f"{where} is not followed by its end marker: position {column + patches} still "
+                             f"belongs to the {config.latent.modality} modality")
