@@ -39,8 +39,9 @@ def random_batch(config: ModelConfig, batch: int = 3, length: int = 24, seed: in
 
 
 #: a prepared corpus that needs no apt package and takes seconds: ShapeScenes only (their
-#: captions train the BPE), a near-untrained VQ, a held-out split
+#: captions train the BPE), a near-untrained VQ and VAE (so every setting has its shards), a held-out split
 SMALL_CORPUS = dict(shapescenes=24, digits=0, text_documents=0, text_vocab=300, vq_steps=2, vq_batch_size=8,
+                    image_tokenizers=["vq", "vae"], vae_steps=2, vae_batch_size=8,
                     shapescenes_heldout=4, valid_fraction=0.2)
 
 
@@ -50,6 +51,13 @@ def prepare_small_corpus(directory, **overrides):
 
     prepare(PrepareConfig(out_dir=str(directory), **{**SMALL_CORPUS, **overrides}), log=lambda _: None)
     return directory
+
+
+def small_transfusion_recipe(corpus, runs, **overrides):
+    """:func:`small_recipe` in the Transfusion setting: a linear patch encoder, 2x2 patches."""
+    settings = {"data.setting": "transfusion", "model.latent.encoder": "linear", "name": "transfusion"}
+    settings.update(overrides)
+    return small_recipe(corpus, runs, **settings)
 
 
 def small_recipe(corpus, runs, **overrides):

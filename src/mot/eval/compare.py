@@ -63,8 +63,10 @@ def run_compare(experiment: ExperimentConfig, preset: Optional[str] = None,
 
     recipes = architecture_recipes(experiment, preset)
     first = next(iter(recipes.values()))
-    layout = open_corpus(first.data.corpus).layout(first.data.setting)
-    resolved = {label: resolve_model(recipe, layout.vocab_size, layout.modalities) for label, recipe in recipes.items()}
+    corpus = open_corpus(first.data.corpus)
+    layout = corpus.layout(first.data.setting)
+    resolved = {label: resolve_model(recipe, layout.vocab_size, layout.modalities, corpus.latent_channels)
+                for label, recipe in recipes.items()}
     accounting = check_flops(resolved, experiment.reference)
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
         f"{first.steps} steps each; FLOPs per token match the reference {experiment.reference!r}:")

@@ -170,7 +170,7 @@ def analyze_pca(run_dir: str | Path, out_dir: str | Path, split: str = "valid", 
     loader = open_corpus(data.corpus).loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
                                              modality_tower_index=config.model.modality_tower_index,
                                              seed=config.seed, weights=data.weights,
-                                             latent_patch_size=data.latent_patch_size)
+                                             latent_patch_size=config.model.latent.patch_size)
     states = hidden_states_by_modality(model, [next(loader) for _ in range(batches)])
     separation = modality_separation(states)
     projections = project(states)

@@ -41,14 +41,15 @@ def train_command(path: str, overrides: Sequence[str], dry: bool, console) -> in
 
     config = load_recipe(path, overrides)
     if dry:
-        vocab_size = modalities = None
+        vocab_size = modalities = channels = None
         try:  # the corpus's vocabulary when it is there, else the recipe's
-            layout = open_corpus(config.data.corpus).layout(config.data.setting)
-            vocab_size, modalities = layout.vocab_size, layout.modalities
+            corpus = open_corpus(config.data.corpus)
+            layout = corpus.layout(config.data.setting)
+            vocab_size, modalities, channels = layout.vocab_size, layout.modalities, corpus.latent_channels
         except CorpusError:
             if config.model_from_data:
                 console.out(f"({config.data.corpus} is not prepared: using the recipe's vocabulary)")
-        config = resolve_model(config, vocab_size, modalities)
+        config = resolve_model(config, vocab_size, modalities, channels)
         report = dry_run(config)
         table = Table(title=f"{config.name}: {config.steps:,} steps (meta device, nothing allocated)", show_header=False)
         table.add_column("")

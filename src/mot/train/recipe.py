@@ -42,9 +42,32 @@ class DataConfig:
     valid_splits: List[str] = field(default_factory=lambda: ["valid"])
     #: batches per validation split (the same batches at every evaluation)
     valid_batches: int = 4
-    latent_patch_size: int = 2
     #: tokenizer name -> fingerprint this recipe expects; empty accepts the corpus's tokenizers
     tokenizers: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DiffusionConfig:
+    """The image objective of the Transfusion setting: ``loss = LM + loss_weight * diffusion``.
+
+    The diffusion loss is the mean squared error of the predicted noise, averaged over each image's
+    latent and then over images (per image, as the paper's appendix A.2 says), with a timestep drawn
+    uniformly from ``train_steps`` for every image. Captions that come before their image are
+    dropped with probability ``caption_dropout`` so the model also learns unconditional generation
+    (classifier-free guidance). An image followed by its caption gets a timestep of at most
+    ``noise_cap_timestep`` in a ``noise_cap_fraction`` of cases, so captioning learns from nearly
+    clean images (Transfusion caps at 500 of 1,000; the fraction is ours, see docs/transfusion.md).
+    Validation noises each image at every timestep of ``valid_timesteps`` with noise fixed per image.
+    """
+
+    loss_weight: float = 5.0
+    train_steps: int = 1000
+    #: cosine (Nichol & Dhariwal) or linear
+    schedule: str = "cosine"
+    caption_dropout: float = 0.1
+    noise_cap_fraction: float = 0.8
+    noise_cap_timestep: int = 500
+    valid_timesteps: List[int] = field(default_factory=lambda: [100, 300, 500, 700, 900])
 
 
 @dataclass
@@ -73,6 +96,8 @@ class TrainConfig:
     #: recipes, whose vocabularies are the paper's)
     model_from_data: bool = True
     data: DataConfig = field(default_factory=DataConfig)
+    #: the image diffusion objective (used in the transfusion setting only)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 1000
     #: GPUs the recipe was written for (the paper's tables); used by ``--dry-run``'s estimates, while a
@@ -109,8 +134,9 @@ def validate_recipe(c: TrainConfig) -> None:
 
     for name in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_last"):
         positive(name, getattr(c, name))
-    for name in ("seq_len", "batch_rows", "grad_accum", "valid_batches", "latent_patch_size"):
+    for name in ("seq_len", "batch_rows", "grad_accum", "valid_batches"):
         positive(f"data.{name}", getattr(c.data, name))
+    _validate_diffusion(c.diffusion)
     positive("spike_skip.window", c.spike_skip.window)
     if isinstance(c.gpus, bool) or not isinstance(c.gpus, int) or c.gpus < 0:
         raise ConfigError(f"gpus={c.gpus!r}: must be an integer >= 0")
@@ -126,6 +152,25 @@ def validate_recipe(c: TrainConfig) -> None:
         raise ConfigError(f"spike_skip.factor={c.spike_skip.factor!r}: must be greater than 1")
     if not c.name or "/" in c.name:
         raise ConfigError(f"name={c.name!r}: must be a non-empty directory name without '/'")
+
+
+def _validate_diffusion(d: DiffusionConfig) -> None:
+    if isinstance(d.train_steps, bool) or not isinstance(d.train_steps, int) or d.train_steps < 2:
+        raise ConfigError(f"diffusion.train_steps={d.train_steps!r}: must be an integer of at least 2")
+    if not (isinstance(d.loss_weight, (int, float)) and d.loss_weight >= 0):
+        raise ConfigError(f"diffusion.loss_weight={d.loss_weight!r}: must be a number >= 0")
+    if d.schedule not in ("cosine", "linear"):
+        raise ConfigError(f"diffusion.schedule={d.schedule!r}: must be cosine or linear")
+    for name in ("caption_dropout", "noise_cap_fraction"):
+        value = getattr(d, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"diffusion.{name}={value!r}: must be a probability in [0, 1]")
+    if not 0 <= d.noise_cap_timestep < d.train_steps:
+        raise ConfigError(f"diffusion.noise_cap_timestep={d.noise_cap_timestep!r}: must be in [0, "
+                          f"train_steps={d.train_steps})")
+    if not d.valid_timesteps or any(not 0 <= t < d.train_steps for t in d.valid_timesteps):
+        raise ConfigError(f"diffusion.valid_timesteps={d.valid_timesteps!r}: must be a non-empty list of "
+                          f"timesteps in [0, train_steps={d.train_steps})")
 
 
 def load_recipe(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -151,18 +196,30 @@ def _preset_named(path: Optional[str | Path], overrides: Sequence[str]) -> str:
 
 
 def resolve_model(config: TrainConfig, vocab_size: Optional[int] = None,
-                  modalities: Optional[List[str]] = None) -> TrainConfig:
-    """The recipe with its final model: the vocabulary and modalities of the corpus (given, and
-    ``model_from_data``), then the ``architecture`` applied to those modalities. Applying it again
-    changes nothing. Towers named after modalities the corpus lacks are an error."""
+                  modalities: Optional[List[str]] = None, latent_channels: Optional[int] = None) -> TrainConfig:
+    """The recipe with its final model: the vocabulary, modalities and (Transfusion) latent channels
+    of the corpus (given, and ``model_from_data``), then the ``architecture`` applied to those
+    modalities. Applying it again changes nothing. Towers named after modalities the corpus lacks
+    are an error, and so is a continuous image path outside the transfusion setting or its absence
+    inside it."""
     model = config.model
+    transfusion = config.data.setting == "transfusion"
     if config.model_from_data and vocab_size is not None:
         extra = sorted(set(model.towers) - set(modalities))
         if extra and not config.architecture:
             raise ConfigError(f"model.towers names {extra}, which the {config.data.setting} corpus does not have "
                               f"(its modalities: {modalities})")
-        model = replace(model, vocab_size=vocab_size, modalities=list(modalities),
+        latent = model.latent
+        if transfusion:
+            latent = replace(latent, modality=latent.modality or "image",
+                             channels=latent_channels if latent_channels is not None else latent.channels)
+        model = replace(model, vocab_size=vocab_size, modalities=list(modalities), latent=latent,
                         towers={m: t for m, t in model.towers.items() if m in modalities})
+    if transfusion and not model.latent.enabled:
+        raise ConfigError("data.setting=transfusion needs model.latent.modality=image (the continuous image path)")
+    if not transfusion and model.latent.enabled:
+        raise ConfigError(f"model.latent.modality={model.latent.modality!r}: the continuous path belongs to the "
+                          f"transfusion setting, not {config.data.setting}")
     if config.architecture:
         fields = architecture_fields(config.architecture, model.modalities)
         model = replace(model, **{"towers": {}, "untied": list(COMPONENTS), "moe": MoEConfig(), **fields})

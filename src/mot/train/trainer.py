@@ -1,14 +1,17 @@
 """The training loop: one recipe -> a run directory with metrics and checkpoints.
 
-A step reads ``grad_accum`` micro-batches, counts the trained positions of the whole global
-batch first (one all-reduce), and backpropagates each micro-batch's summed loss divided by that
-count, so the update is the same however the global batch is split over micro-batches and ranks.
+A step reads ``grad_accum`` micro-batches, counts what the loss is normalised by over the whole
+global batch first (trained positions; in the Transfusion setting also images; one all-reduce),
+and backpropagates each micro-batch's summed loss divided by those counts, so the update is the
+same however the global batch is split over micro-batches and ranks. What is optimised is the
+setting's objective (``objective.py``): next-token loss, or Transfusion's ``LM + 5 x diffusion``.
 Before the optimizer update the guard checks that every modality's loss and the gradient norm
 are finite on every rank; if not, the step stops with the modality named and nothing is updated
 or saved. With ``spike_skip`` a step whose loss is far above its recent mean is skipped (logged).
 
 Exact resume (DESIGN.md invariant 6): a checkpoint holds the model, the optimizer, the step, the
-loader's position and every RNG, per rank; the learning rate is a function of the step. Resumed in
+loader's position and every RNG, per rank; the learning rate is a function of the step, and
+diffusion noise comes from generators keyed by seed, step, rank and micro-batch. Resumed in
 deterministic mode on a CPU, the losses continue bit for bit.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -25,14 +29,14 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..config import ConfigError
-from ..data.packing import IGNORE, PackedBatch
+from ..data.packing import PackedBatch
 from ..data.settings import Corpus, open_corpus
 from ..model.accounting import flops_per_token
 from ..model.transformer import MoTModel, build_model
-from ..objectives.autoregressive import next_token_loss
 from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
 from .metrics import MetricsLogger
+from .objective import make_objective
 from .optim import build_optimizer, clip_gradients, learning_rate
 from .recipe import TrainConfig, resolve_model
 from .rng import capture_rng_state, restore_rng_state
@@ -50,25 +54,21 @@ class TrainingError(RuntimeError):
 class StepResult:
     """What one optimizer step measured (summed over ranks)."""
 
-    loss_sums: torch.Tensor  # [M] fp32: summed next-token loss per modality
-    loss_counts: torch.Tensor  # [M]: trained positions per modality
+    loss_sums: torch.Tensor  # [M] fp32: summed loss per modality (Transfusion images: diffusion)
+    loss_counts: torch.Tensor  # [M]: trained positions (Transfusion images: images) per modality
     tokens: torch.Tensor  # [M]: input tokens per modality (padding excluded)
     grad_norm: float
     skipped: bool
-
-    @property
-    def loss(self) -> float:
-        return float(self.loss_sums.sum() / self.loss_counts.sum().clamp(min=1))
+    #: the objective's loss (next-token mean, or LM + weight x diffusion)
+    loss: float
 
 
 def _to_device(batch: PackedBatch, device: torch.device) -> PackedBatch:
     if device.type == "cpu":
         return batch
-    moved = {name: getattr(batch, name).to(device, non_blocking=True) for name in
-             ("tokens", "modality_ids", "positions", "document_ids", "span_ids", "targets")}
-    latents = {name: getattr(batch, name).to(device, non_blocking=True) for name in ("latents", "latent_starts")
-               if getattr(batch, name) is not None}
-    return PackedBatch(**moved, plan=batch.plan.to(device), doc_ids=batch.doc_ids, **latents)
+    moved = {field.name: value.to(device, non_blocking=True) for field in dataclasses.fields(batch)
+             if isinstance(value := getattr(batch, field.name), torch.Tensor)}
+    return dataclasses.replace(batch, **moved, plan=batch.plan.to(device))
 
 
 class Trainer:
@@ -81,7 +81,7 @@ class Trainer:
         self.corpus = open_corpus(config.data.corpus)
         _check_tokenizers(config, self.corpus)
         layout = self.corpus.layout(config.data.setting)
-        config = resolve_model(config, layout.vocab_size, layout.modalities)
+        config = resolve_model(config, layout.vocab_size, layout.modalities, self.corpus.latent_channels)
         layout.check_model(config.model)
         self.config, self.layout = config, layout
         if config.deterministic:
@@ -101,6 +101,7 @@ class Trainer:
         # each rank its own stream from here on (data order is the loader's, seeded separately)
         torch.manual_seed(config.seed * 1_000_003 + self.context.rank + 1)
         self.modalities = list(config.model.modalities)
+        self.objective = make_objective(config, self.modalities, self.context.rank, self.context.device)
         self.loader = train_loader or self._loader("train", config.seed)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last)
         self.step = 0
@@ -116,10 +117,13 @@ class Trainer:
 
     def _loader(self, split: str, seed: int):
         data = self.config.data
+        # captions are dropped (for classifier-free guidance) in training batches only
+        dropout = self.config.diffusion.caption_dropout if data.setting == "transfusion" and split == "train" else 0.0
         return self.corpus.loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
                                   modality_tower_index=self.config.model.modality_tower_index, seed=seed,
                                   rank=self.context.rank, world_size=self.context.world_size,
-                                  weights=data.weights, latent_patch_size=data.latent_patch_size)
+                                  weights=data.weights, latent_patch_size=self.config.model.latent.patch_size,
+                                  caption_dropout=dropout)
 
     def _autocast(self):
         device = self.context.device.type
@@ -155,28 +159,28 @@ class Trainer:
     def train_step(self) -> StepResult:
         """Run one optimizer step (or stop it: see the module docstring) and return what it measured."""
         micro_batches = [next(self.loader) for _ in range(self.config.data.grad_accum)]
-        count = torch.tensor(sum(int((b.targets != IGNORE).sum()) for b in micro_batches), dtype=torch.float64)
-        global_count = float(all_reduce_sum(count.to(self.context.device), self.context).item())
-        # FSDP averages gradients over ranks; the world size undoes it, so the loss is the global mean
-        scale = self.context.world_size / max(global_count, 1.0)
+        normalisers = self.objective.normalisers(micro_batches).to(self.context.device)
+        normalisers = all_reduce_sum(normalisers, self.context).cpu()
         modalities = len(self.modalities)
         sums = torch.zeros(modalities, device=self.context.device)
         counts = torch.zeros(modalities, device=self.context.device)
         tokens = torch.zeros(modalities, dtype=torch.int64)
         self.model.train()
-        for batch in micro_batches:
+        for micro, batch in enumerate(micro_batches):
             tokens += torch.bincount(batch.modality_ids[batch.document_ids >= 0], minlength=modalities)
             batch = _to_device(batch, self.context.device)
+            inputs, extra = self.objective.model_inputs(batch, (self.config.seed, self.step, self.context.rank, micro))
             with self._autocast():
-                logits = self.forward(**batch.model_inputs()).logits
-            loss = next_token_loss(logits, batch.targets, batch.modality_ids, modalities)
-            (loss.sum_per_modality.sum() * scale).backward()
+                output = self.forward(**inputs)
+            loss = self.objective.loss(output, batch, extra)
+            self.objective.to_backpropagate(loss, normalisers, self.context.world_size).backward()
             sums += loss.sum_per_modality.detach()
             counts += loss.count_per_modality.detach().to(counts.dtype)
         all_reduce_sum(sums, self.context)
         all_reduce_sum(counts, self.context)
         grad_norm = float(clip_gradients(self.model, self.config.optim.grad_clip))  # the step's one host sync
-        result = StepResult(sums.cpu(), counts.cpu(), tokens, grad_norm, skipped=False)
+        sums, counts = sums.cpu(), counts.cpu()
+        result = StepResult(sums, counts, tokens, grad_norm, skipped=False, loss=self.objective.total(sums, counts))
         self._guard(result)
         if self._is_spike(result.loss):
             result.skipped = True
@@ -210,7 +214,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, Dict[str, Optional[float]]]:
-        """Mean next-token loss per modality on the same batches of every validation split."""
+        """Mean loss per modality on the same batches of every validation split (Transfusion images:
+        the diffusion loss on a fixed grid of timesteps with fixed noise)."""
         self.model.eval()
         results = {}
         for split in self.config.data.valid_splits:
@@ -219,11 +224,8 @@ class Trainer:
                 self._valid_batches[split] = [next(loader) for _ in range(self.config.data.valid_batches)]
             sums = torch.zeros(len(self.modalities), device=self.context.device)
             counts = torch.zeros(len(self.modalities), device=self.context.device)
-            for batch in self._valid_batches[split]:
-                batch = _to_device(batch, self.context.device)
-                with self._autocast():
-                    logits = self.forward(**batch.model_inputs()).logits
-                loss = next_token_loss(logits, batch.targets, batch.modality_ids, len(self.modalities))
+            for index, batch in enumerate(self._valid_batches[split]):
+                loss = self.objective.validation_loss(self._run, _to_device(batch, self.context.device), index)
                 sums += loss.sum_per_modality
                 counts += loss.count_per_modality.to(counts.dtype)
             all_reduce_sum(sums, self.context)
@@ -231,6 +233,10 @@ class Trainer:
             results[split] = _per_modality(self.modalities, sums, counts)
         self.model.train()
         return results
+
+    def _run(self, inputs: dict):
+        with self._autocast():
+            return self.forward(**inputs)
 
     # ------------------------------------------------------------------ the loop --
 
@@ -272,7 +278,7 @@ class Trainer:
         sums = torch.stack([r.loss_sums for r in results]).sum(0)
         counts = torch.stack([r.loss_counts for r in results]).sum(0)
         tokens = torch.stack([r.tokens for r in results]).sum(0)
-        record = {"step": self.step, "kind": "train", "loss": float(sums.sum() / counts.sum().clamp(min=1)),
+        record = {"step": self.step, "kind": "train", "loss": self.objective.total(sums, counts),
                   "loss_per_modality": _per_modality(self.modalities, sums, counts),
                   "grad_norm": results[-1].grad_norm, "lr": learning_rate(self.step - 1, self.config.optim),
                   "tokens_per_second": dict(zip(self.modalities, (float(t) / seconds for t in tokens.tolist()))),
