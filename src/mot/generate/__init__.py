@@ -1,0 +1,1 @@
+"""Generation: sampling from Transfusion models and the pipelines around the sampler."""

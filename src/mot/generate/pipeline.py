@@ -1,0 +1,63 @@
+"""A trained Transfusion run as a text -> image and image -> text pipeline: the sampler of
+:mod:`.transfusion` with the corpus's text tokenizer (BPE) and image VAE around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from ..data.settings import open_corpus
+from ..model.transformer import MoTModel
+from ..tokenizers.image_common import tensor_to_uint8
+from ..tokenizers.image_vae import ImageVAE
+from ..tokenizers.text import BPETokenizer
+from ..tokenizers.vocab import VocabLayout
+from .transfusion import ImageSampling, SamplingError, TransfusionSampler, latent_shape_of
+
+
+class TransfusionPipeline:
+    """``text_to_image(prompts)`` -> ``uint8 [N, S, S, 3]``; ``image_to_text(images)`` -> captions."""
+
+    def __init__(self, model: MoTModel, layout: VocabLayout, text: BPETokenizer, vae: ImageVAE,
+                 train_steps: int = 1000, schedule: str = "cosine"):
+        self.text, self.vae, self.layout = text, vae, layout
+        self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, log=print) -> "TransfusionPipeline":
+        """The newest complete checkpoint of a Transfusion-setting run, with its corpus's tokenizers
+        (checked against the fingerprints the run was trained with)."""
+        from ..train.export import load_run_model
+
+        config, model = load_run_model(run_dir, log)
+        if config.data.setting != "transfusion":
+            raise SamplingError(f"{run_dir} was trained in the {config.data.setting} setting; text -> image by "
+                                f"diffusion needs a transfusion run")
+        corpus = open_corpus(config.data.corpus)
+        for name, fingerprint in config.data.tokenizers.items():
+            if corpus.fingerprints().get(name) != fingerprint:
+                raise SamplingError(f"{config.data.corpus}'s {name} tokenizer is not the one {run_dir} was trained with")
+        text = BPETokenizer.load(corpus.directory / "tokenizers" / "text")
+        vae = ImageVAE.load(corpus.directory / "tokenizers" / "image_vae").eval()
+        if tuple(vae.config.latent_shape) != latent_shape_of(corpus.manifest):
+            raise SamplingError(f"{corpus.directory}: the VAE's latents {vae.config.latent_shape} are not the shards'")
+        return cls(model, corpus.layout("transfusion"), text, vae, config.diffusion.train_steps,
+                   config.diffusion.schedule)
+
+    def encode_text(self, prompt: str) -> List[int]:
+        return self.layout.to_global("text", np.array(self.text.encode(prompt), dtype=np.int64)).tolist()
+
+    def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling()) -> np.ndarray:
+        """Images ``uint8 [N, S, S, 3]`` for ``prompts``."""
+        latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling)
+        return tensor_to_uint8(self.vae.decode(latents.to(self.vae.device))).cpu().numpy()
+
+    def image_to_text(self, images: np.ndarray | torch.Tensor, max_new_tokens: int = 40,
+                      temperature: float = 0.0, seed: int = 0) -> List[str]:
+        """A caption for each image (``uint8 [N, S, S, 3]``), greedy unless ``temperature`` > 0."""
+        latents = self.vae.encode(images)
+        captions = self.sampler.image_to_text(latents, max_new_tokens, temperature, seed)
+        return [self.text.decode(self.layout.to_local("text", np.array(c, dtype=np.int64)).tolist()) for c in captions]

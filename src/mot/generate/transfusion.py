@@ -1,0 +1,266 @@
+"""Sampling from a Transfusion-setting model: text -> image by denoising, image -> text by decoding.
+
+The model is the denoiser, :class:`~mot.objectives.diffusion_schedule.DiffusionScheduler` the
+update rule; this module is the loop between them (the diffusers split: scheduler, denoiser,
+pipeline). Everything here works on unified token ids and latents; :mod:`.pipeline` adds the
+text tokenizer and the VAE.
+
+**Text -> image.** A prompt is ``<bos> caption <boi>``, as the training documents put a caption
+before its image. The image's ``P`` positions (one per latent patch) and its ``<eoi>`` follow.
+Attention is causal outside the image, so the prompt's keys and values do not depend on the image:
+they are computed once into a :class:`~mot.model.kv_cache.KVCache`, which is then frozen, and each
+denoising step runs the model over the ``P + 1`` image positions alone (``reuse_prompt=True``, the
+default; ``False`` recomputes the whole sequence each step, the readable reference the tests
+compare it with). Classifier-free guidance runs the unconditional prompt ``<bos> <boi>`` (the
+caption dropped, as caption dropout trains it) in the same batch and mixes the two predictions,
+``eps = eps_uncond + scale * (eps_cond - eps_uncond)``.
+
+Prompts of different lengths share a batch by left padding: padding is its own document (id 0,
+the prompt's is 1), so no real position attends to it, and positions count from each prompt's
+first real token, as in training.
+
+**Image -> text.** The prompt is ``<bos> <boi> image <eoi>`` with the clean latent (timestep 0),
+then text tokens are decoded one at a time with an appending cache, greedily or by sampling,
+restricted to text ids and ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from ..model.kv_cache import KVCache
+from ..model.transformer import MoTModel
+from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
+from ..tokenizers.vocab import VocabLayout
+
+PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
+IMAGE_SPAN = 1  # the span id of the image being generated (the prompt has none)
+
+
+class SamplingError(ValueError):
+    """A bad sampling argument or prompt; the message names it."""
+
+
+@dataclass
+class ImageSampling:
+    """How to denoise: ``steps`` of ``method`` (the paper samples with 250 DDPM steps), guidance
+    ``cfg_scale`` (1: none), ``eta`` for DDIM, and the ``seed`` of the initial noise and DDPM's."""
+
+    steps: int = 250
+    method: str = "ddpm"
+    cfg_scale: float = 3.0
+    eta: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise SamplingError(f"steps={self.steps!r}: must be an integer >= 1")
+        if self.method not in METHODS:
+            raise SamplingError(f"method={self.method!r}: must be one of {list(METHODS)}")
+        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            raise SamplingError(f"cfg_scale={self.cfg_scale!r}: must be a finite number >= 0")
+
+
+@dataclass
+class _Rows:
+    """A left-padded batch of prompts: ``[B, L]`` tensors and each row's real length."""
+
+    tokens: torch.Tensor
+    modality_ids: torch.Tensor
+    document_ids: torch.Tensor
+    positions: torch.Tensor
+    lengths: torch.Tensor  # [B]
+
+    def inputs(self) -> dict:
+        return dict(tokens=self.tokens, modality_ids=self.modality_ids, document_ids=self.document_ids,
+                    positions=self.positions, span_ids=torch.zeros_like(self.tokens))
+
+
+class TransfusionSampler:
+    """Generation with ``model`` (a Transfusion-setting :class:`MoTModel`) over ``layout``.
+
+    ``latent_shape`` is the VAE latent ``(C, h, w)``; ``train_steps`` and ``schedule`` must be the
+    diffusion settings the model was trained with.
+    """
+
+    def __init__(self, model: MoTModel, layout: VocabLayout, latent_shape: Sequence[int],
+                 train_steps: int = 1000, schedule: str = "cosine"):
+        latent = model.config.latent
+        if not latent.enabled:
+            raise SamplingError("the model has no continuous image path (model.latent.modality is empty)")
+        layout.check_model(model.config)
+        if len(latent_shape) != 3 or latent_shape[0] != latent.channels:
+            raise SamplingError(f"latent_shape={tuple(latent_shape)}: expected ({latent.channels}, height, width)")
+        self.model, self.layout = model, layout
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.train_steps, self.schedule = train_steps, schedule
+        self.text, self.image = (layout.modalities.index(m) for m in (layout.modalities[0], latent.modality))
+        self.boi, self.eoi = layout.markers(latent.modality)
+        self.placeholder = layout.id_range(latent.modality)[0]
+        self.bos, self.eos = layout.special("<bos>"), layout.special("<eos>")
+        self.patches = model.latent_path.patches_per_image(*self.latent_shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- text -> image ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def text_to_image(self, captions: Sequence[Sequence[int]], sampling: ImageSampling = ImageSampling(),
+                      reuse_prompt: bool = True) -> torch.Tensor:
+        """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials)."""
+        if not captions:
+            raise SamplingError("captions is empty: give at least one prompt")
+        for index, caption in enumerate(captions):
+            self._check_text(caption, f"captions[{index}]")
+        guided = sampling.cfg_scale != 1.0
+        prompts = [[self.bos, *caption, self.boi] for caption in captions]
+        if guided:
+            prompts += [[self.bos, self.boi]] * len(captions)
+        rows = self._left_padded(prompts)
+        scheduler = DiffusionScheduler(self.train_steps, self.schedule, method=sampling.method, eta=sampling.eta)
+        scheduler.set_timesteps(sampling.steps)
+        generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        x = torch.randn((len(captions), *self.latent_shape), generator=generator, device=self.device)
+        denoise = self._cached_denoiser(rows) if reuse_prompt else self._full_denoiser(rows)
+        for timestep in scheduler.timesteps.tolist():
+            eps = denoise(torch.cat([x, x]) if guided else x, timestep)
+            if guided:
+                conditional, unconditional = eps.chunk(2)
+                eps = unconditional + sampling.cfg_scale * (conditional - unconditional)
+            x = scheduler.step(eps, timestep, x, generator=generator)
+        return x
+
+    def _image_rows(self, prompt_lengths: torch.Tensor) -> dict:
+        """The ``P`` image positions and ``<eoi>`` after prompts of ``prompt_lengths [B]``, as model
+        inputs ``[B, P + 1]``."""
+        batch, width = len(prompt_lengths), self.patches + 1
+        tokens = torch.full((batch, width), self.placeholder, device=self.device)
+        tokens[:, -1] = self.eoi
+        modality_ids = torch.full_like(tokens, self.image)
+        modality_ids[:, -1] = self.text  # an end marker belongs to the text that resumes after it
+        span_ids = torch.full_like(tokens, IMAGE_SPAN)
+        span_ids[:, -1] = 0
+        positions = prompt_lengths[:, None] + torch.arange(width, device=self.device)
+        return dict(tokens=tokens, modality_ids=modality_ids, span_ids=span_ids, positions=positions,
+                    document_ids=torch.full_like(tokens, PROMPT_DOCUMENT))
+
+    def _cached_denoiser(self, rows: _Rows):
+        """Denoising steps over the image positions alone, the prompt read from a frozen cache."""
+        cache = KVCache(self.model.config.n_layers)
+        self.model(**rows.inputs(), cache=cache)
+        cache.freeze()
+        image = self._image_rows(rows.lengths)
+        plan = self.model.plan_for(image["modality_ids"])  # the same every step: built once
+        starts = torch.stack([torch.arange(len(rows.lengths)), torch.zeros(len(rows.lengths), dtype=torch.long)], 1)
+
+        def denoise(x: torch.Tensor, timestep: int) -> torch.Tensor:
+            timesteps = torch.full((len(x),), timestep, dtype=torch.long, device=self.device)
+            return self.model(**image, plan=plan, cache=cache, latents=x, latent_starts=starts.to(self.device),
+                              timesteps=timesteps).latent_prediction
+        return denoise
+
+    def _full_denoiser(self, rows: _Rows):
+        """The reference: every step runs the prompt and the image together, nothing cached."""
+        image = self._image_rows(rows.lengths)
+        inputs = {name: torch.cat([rows.inputs()[name], image[name]], dim=1) for name in image}
+        plan = self.model.plan_for(inputs["modality_ids"])
+        width = rows.tokens.shape[1]
+        starts = torch.stack([torch.arange(len(rows.lengths)), torch.full((len(rows.lengths),), width)], 1)
+
+        def denoise(x: torch.Tensor, timestep: int) -> torch.Tensor:
+            timesteps = torch.full((len(x),), timestep, dtype=torch.long, device=self.device)
+            return self.model(**inputs, plan=plan, latents=x, latent_starts=starts.to(self.device),
+                              timesteps=timesteps).latent_prediction
+        return denoise
+
+    # ---- image -> text ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def image_to_text(self, latents: torch.Tensor, max_new_tokens: int = 40, temperature: float = 0.0,
+                      seed: int = 0) -> List[List[int]]:
+        """A caption (unified text ids, ``<eos>`` not included) for each clean latent ``[N, C, h, w]``:
+        greedy at ``temperature`` 0, else sampled from the softmax at that temperature."""
+        if latents.dim() != 4 or tuple(latents.shape[1:]) != self.latent_shape:
+            raise SamplingError(f"latents must have shape [images, {', '.join(map(str, self.latent_shape))}], "
+                                f"got {list(latents.shape)}")
+        if max_new_tokens < 1 or temperature < 0:
+            raise SamplingError(f"max_new_tokens={max_new_tokens}, temperature={temperature}: need >= 1 and >= 0")
+        images = len(latents)
+        head = torch.tensor([self.bos, self.boi], device=self.device)
+        image = self._image_rows(torch.full((images,), 2, device=self.device))
+        tokens = torch.cat([head.expand(images, 2), image["tokens"]], dim=1)
+        modality_ids = torch.cat([torch.tensor([self.text, self.image], device=self.device).expand(images, 2),
+                                  image["modality_ids"]], dim=1)
+        span_ids = torch.cat([torch.zeros(images, 2, dtype=torch.long, device=self.device), image["span_ids"]], 1)
+        starts = torch.stack([torch.arange(images), torch.full((images,), 2)], 1).to(self.device)
+        cache = KVCache(self.model.config.n_layers)
+        output = self.model(tokens, modality_ids, span_ids=span_ids, cache=cache, latents=latents.to(self.device),
+                            latent_starts=starts, timesteps=torch.zeros(images, dtype=torch.long, device=self.device))
+        allowed = self._text_or_eos()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        captions: List[List[int]] = [[] for _ in range(images)]
+        finished = torch.zeros(images, dtype=torch.bool, device=self.device)
+        logits = output.logits[:, -1]
+        for _ in range(max_new_tokens):
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            if temperature == 0:
+                chosen = logits.argmax(dim=-1)
+            else:
+                chosen = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
+            chosen = torch.where(finished, torch.full_like(chosen, self.eos), chosen)
+            for row, token in enumerate(chosen.tolist()):
+                if not finished[row] and token != self.eos:
+                    captions[row].append(token)
+            finished |= chosen == self.eos
+            if bool(finished.all()) or cache.length + 1 > self.model.config.max_seq_len:
+                break
+            text = torch.full((images, 1), self.text, device=self.device)
+            logits = self.model(chosen[:, None], text, cache=cache).logits[:, -1]
+        return captions
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def _text_or_eos(self) -> torch.Tensor:
+        allowed = torch.zeros(self.layout.vocab_size, dtype=torch.bool, device=self.device)
+        start, stop = self.layout.id_range(self.layout.modalities[0])
+        allowed[start:stop] = True
+        allowed[self.eos] = True
+        return allowed
+
+    def _check_text(self, ids: Sequence[int], name: str) -> None:
+        start, stop = self.layout.id_range(self.layout.modalities[0])
+        bad = [i for i in ids if not start <= int(i) < stop]
+        if bad:
+            raise SamplingError(f"{name} holds id {bad[0]}, which is not a text token (range [{start}, {stop}))")
+        longest = self.model.config.max_seq_len - self.patches - 3  # <bos>, <boi>, <eoi>
+        if len(ids) > longest:
+            raise SamplingError(f"{name} has {len(ids)} tokens; with the image, at most {longest} fit in "
+                                f"max_seq_len={self.model.config.max_seq_len}")
+
+    def _left_padded(self, prompts: Sequence[Sequence[int]]) -> _Rows:
+        width = max(len(p) for p in prompts)
+        pad = self.layout.special("<pad>")
+        tokens = torch.full((len(prompts), width), pad, dtype=torch.long)
+        documents = torch.full_like(tokens, PAD_DOCUMENT)
+        positions = torch.zeros_like(tokens)
+        for row, prompt in enumerate(prompts):
+            tokens[row, width - len(prompt):] = torch.tensor(prompt)
+            documents[row, width - len(prompt):] = PROMPT_DOCUMENT
+            positions[row, width - len(prompt):] = torch.arange(len(prompt))
+        modality_ids = torch.full_like(tokens, self.text)
+        modality_ids[:, -1] = torch.where(tokens[:, -1] == self.boi, self.image, self.text)  # <boi> opens the image
+        lengths = torch.tensor([len(p) for p in prompts])
+        return _Rows(*(t.to(self.device) for t in (tokens, modality_ids, documents, positions, lengths)))
+
+
+def latent_shape_of(manifest: dict) -> Tuple[int, int, int]:
+    """The ``(C, h, w)`` of a prepared corpus's VAE latents (its ``manifest.json``)."""
+    if "latent" not in manifest:
+        raise SamplingError("the corpus has no latent shards: it was not prepared for the transfusion setting")
+    return tuple(int(s) for s in manifest["latent"]["latent_shape"])
