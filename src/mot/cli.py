@@ -176,6 +176,12 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace, console: Console) -> int:
+    from .generate.commands import generate_command
+
+    return generate_command(args, console)
+
+
 def _analyze_pca(args: argparse.Namespace, console: Console) -> int:
     from .eval.pca import analyze_pca
 
@@ -225,7 +231,7 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mot",
                                      description="Mixture-of-Transformers: configs and model accounting.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,compare,analyze,export,plot,summary}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,compare,generate,analyze,export,plot,summary}")
 
     config = verbs.add_parser("config", help="list, show and save model configs")
     actions = config.add_subparsers(dest="action", required=True, metavar="{list,show,save}")
@@ -272,6 +278,20 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", help="key=value overrides of the experiment, e.g. out_dir=/tmp/c")
     compare.add_argument("--preset", help="a named override list of the experiment, e.g. gpu")
     compare.set_defaults(run=_compare)
+
+    generate = verbs.add_parser("generate", help="text -> image and image -> text with a Transfusion run")
+    generate.add_argument("run_dir", metavar="RUN", help="a Transfusion-setting run directory (runs/<name>)")
+    generate.add_argument("--prompt", action="append", default=[], help="a caption to draw (repeatable)")
+    generate.add_argument("--caption", action="append", default=[], metavar="IMAGE",
+                          help="an image file (PNG, JPEG) to caption (repeatable)")
+    generate.add_argument("--out", default="samples", help="directory for the images (default ./samples)")
+    generate.add_argument("--per-prompt", type=_positive_int, default=1, help="images per prompt (default 1)")
+    generate.add_argument("--steps", type=_positive_int, default=250, help="denoising steps (default 250)")
+    generate.add_argument("--method", default="ddpm", help="ddpm (default) or ddim")
+    generate.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (default 3; 1: none)")
+    generate.add_argument("--temperature", type=float, default=0.0, help="captions: 0 (default) is greedy")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=_generate)
 
     analyze = verbs.add_parser("analyze", help="analyses of a trained run")
     analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca}")

@@ -6,7 +6,9 @@
 2. Train each architecture in turn. A finished run (its final checkpoint is there) is not
    retrained; an interrupted one resumes from its newest checkpoint, so ``mot compare`` can be
    stopped and started again at any point.
-3. Write the report (``report.py``): losses, step matching, plots, ``results.json``.
+3. In the Transfusion setting, with ``samples.prompts``: draw every architecture's images for the
+   same prompts and captions for the same validation images (``samples.py``).
+4. Write the report (``report.py``): losses, step matching, plots, samples, ``results.json``.
 """
 
 from __future__ import annotations
@@ -32,15 +34,15 @@ def router_flops_per_token(config: TrainConfig) -> float:
     return 3 * 2 * model.d_model * model.moe.num_experts * model.n_layers
 
 
-def check_flops(resolved: Dict[str, TrainConfig], reference: str) -> Dict[str, dict]:
-    """Parameters and training FLOPs per token of each architecture; raise when one differs from
-    the reference's by more than its routers cost."""
+def check_flops(resolved: Dict[str, TrainConfig], reference: str, matched: bool = True) -> Dict[str, dict]:
+    """Parameters and training FLOPs per token of each architecture; when ``matched``, raise when
+    one differs from the reference's by more than its routers cost."""
     rows = {}
     reference_flops = flops_per_token(resolved[reference].model, resolved[reference].data.seq_len).training
     for label, config in resolved.items():
         flops = flops_per_token(config.model, config.data.seq_len).training
         allowed = max(router_flops_per_token(config), router_flops_per_token(resolved[reference]))
-        if abs(flops - reference_flops) > allowed + 1e-6 * reference_flops:
+        if matched and abs(flops - reference_flops) > allowed + 1e-6 * reference_flops:
             raise ConfigError(f"architecture {label!r} costs {flops:,.0f} training FLOPs per token, the reference "
                               f"{reference!r} {reference_flops:,.0f}: the difference exceeds the routers' "
                               f"{allowed:,.0f}, so the comparison would not be FLOPs-controlled")
@@ -67,9 +69,10 @@ def run_compare(experiment: ExperimentConfig, preset: Optional[str] = None,
     layout = corpus.layout(first.data.setting)
     resolved = {label: resolve_model(recipe, layout.vocab_size, layout.modalities, corpus.latent_channels)
                 for label, recipe in recipes.items()}
-    accounting = check_flops(resolved, experiment.reference)
+    accounting = check_flops(resolved, experiment.reference, experiment.flops_matched)
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
-        f"{first.steps} steps each; FLOPs per token match the reference {experiment.reference!r}:")
+        f"{first.steps} steps each; FLOPs per token "
+        f"{'match' if experiment.flops_matched else 'compared with'} the reference {experiment.reference!r}:")
     for label, row in accounting.items():
         log(f"  {label:>16}: {row['parameters_total']:>12,} parameters, {row['parameters_active']:>12,} active, "
             f"{row['flops_per_token']:>14,.0f} training FLOPs/token ({row['flops_ratio']:.4f} x)")
@@ -80,6 +83,16 @@ def run_compare(experiment: ExperimentConfig, preset: Optional[str] = None,
         log(f"[{index}/{len(recipes)}] {label}: training")
         Trainer(recipe, log=log).train()
     results = {label: collect_run(label, resolved[label], accounting[label]) for label in recipes}
-    report = write_report(experiment, results, preset)
+    samples = None
+    if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.captions):
+        from ..generate.pipeline import TransfusionPipeline
+        from .samples import draw_samples
+
+        pipelines = {label: TransfusionPipeline.from_run(recipe.run_dir, log=lambda _: None)
+                     for label, recipe in recipes.items()}
+        directory = experiment.directory / "report"
+        directory.mkdir(parents=True, exist_ok=True)
+        samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
+    report = write_report(experiment, results, preset, samples)
     log(f"report: {report / 'report.md'}")
     return report

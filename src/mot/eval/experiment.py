@@ -12,9 +12,14 @@
     reference: dense                        # step matching is against this one
     presets:
       gpu: [model.d_model=512, steps=5000, device=cuda]
+    flops_matched: true                     # false: architectures may cost different FLOPs per token
+    samples:                                # Transfusion: images for the same prompts from each
+      prompts: ["a red circle on a blue background"]
 
 Every architecture gets the same data order, seed and schedule (only the model differs), and its
 own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
+With ``flops_matched: false`` (the paper's "760M MoT vs 1.4B dense" comparison) the FLOPs ratio
+is reported instead of enforced.
 """
 
 from __future__ import annotations
@@ -28,6 +33,22 @@ from ..train.recipe import TrainConfig, load_recipe
 
 #: recipe fields an architecture may not change: what "identical conditions" means
 SHARED_FIELDS = ("data", "optim", "steps", "seed", "log_every", "eval_every", "precision")
+
+
+@dataclass
+class SamplesConfig:
+    """Images each architecture of a Transfusion experiment draws for the same ``prompts`` (the
+    report's sample grid), and captions it writes for the first ``captions`` validation images."""
+
+    prompts: List[str] = field(default_factory=list)
+    #: denoising steps and method (the paper: 250 DDPM steps)
+    steps: int = 250
+    method: str = "ddpm"
+    cfg_scale: float = 3.0
+    seed: int = 0
+    #: images of each prompt (one column per prompt, ``per_prompt`` rows per architecture)
+    per_prompt: int = 2
+    captions: int = 8
 
 
 @dataclass
@@ -45,6 +66,9 @@ class ExperimentConfig:
     presets: Dict[str, List[str]] = field(default_factory=dict)
     #: exponential-moving-average factor applied to training losses before step matching
     smoothing: float = 0.8
+    #: whether every architecture must cost the reference's FLOPs per token (within its routers)
+    flops_matched: bool = True
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
     def __post_init__(self) -> None:
         if not self.architectures:
@@ -57,6 +81,16 @@ class ExperimentConfig:
                 raise ConfigError(f"architectures: {label!r} is not a valid directory name")
         if not 0 <= self.smoothing < 1:
             raise ConfigError(f"smoothing={self.smoothing!r}: must be in [0, 1)")
+        from ..generate.transfusion import ImageSampling, SamplingError
+
+        try:  # the sampling settings fail here, before any training, not after it
+            ImageSampling(self.samples.steps, self.samples.method, self.samples.cfg_scale, seed=self.samples.seed)
+        except SamplingError as error:
+            raise ConfigError(f"samples: {error}") from None
+        for name in ("per_prompt", "captions"):
+            value = getattr(self.samples, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"samples.{name}={value!r}: must be an integer >= 0")
 
     @property
     def directory(self) -> Path:

@@ -39,7 +39,7 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
                     if loss is not None:
                         valid.setdefault(split, {}).setdefault(modality, []).append([record["step"], loss])
     environment = config.run_dir / ENVIRONMENT_FILE
-    return {"label": label, "run_dir": str(config.run_dir), **accounting,
+    return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
             "training_seconds": sum(r["seconds"] for r in records if r["kind"] == "train"),
             "steps": config.steps, "train": train, "valid": valid,
             "environment": json.loads(environment.read_text()) if environment.is_file() else {}}
@@ -80,18 +80,39 @@ def _final(points: List[list]) -> str:
     return f"{points[-1][1]:.3f}" if points else "-"
 
 
-def write_report(experiment: ExperimentConfig, results: Dict[str, dict], preset: Optional[str]) -> Path:
-    """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``."""
+def write_report(experiment: ExperimentConfig, results: Dict[str, dict], preset: Optional[str],
+                 samples: Optional[dict] = None) -> Path:
+    """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
+    (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
     plots = _plots(results, matching, experiment, directory)
     data = {"experiment": experiment.name, "preset": preset, "reference": experiment.reference,
-            "smoothing": experiment.smoothing, "architectures": results, "step_matching": matching,
-            "plots": plots}
+            "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
+            "step_matching": matching, "plots": plots, "samples": samples}
     _atomic_write(directory / "results.json", json.dumps(data, indent=1) + "\n")
-    _atomic_write(directory / "report.md", _markdown(experiment, results, matching, plots, preset))
+    text = _markdown(experiment, results, matching, plots, preset) + _samples_markdown(samples)
+    _atomic_write(directory / "report.md", text)
     return directory
+
+
+def _samples_markdown(samples: Optional[dict]) -> str:
+    if not samples:
+        return ""
+    sampling = samples["sampling"]
+    lines = ["", "## Samples", "",
+             f"{sampling['steps']} {sampling['method'].upper()} steps, classifier-free guidance "
+             f"{sampling['cfg_scale']}, seed {sampling['seed']}: every architecture starts from the same noise."]
+    if samples.get("grid"):
+        lines += ["", f"![samples]({samples['grid']})"]
+    if samples["captions"]:
+        labels = [k for k in samples["captions"][0] if k != "true"]
+        lines += ["", "Greedy captions of validation images:", "",
+                  "| true caption | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        lines += ["| " + " | ".join(row[k].replace("|", "/") for k in ["true", *labels]) + " |"
+                  for row in samples["captions"]]
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(experiment, results, matching, plots, preset) -> str:
@@ -104,7 +125,11 @@ def _markdown(experiment, results, matching, plots, preset) -> str:
              f"{reference['steps']} steps each, identical data order, seed and schedule; reference "
              f"`{experiment.reference}`. Machine: {environment.get('device', '?')}, "
              f"{environment.get('cpu_count', '?')} CPUs, torch {environment.get('torch', '?')}, "
-             f"git {environment.get('git_revision', '?')}.", "",
+             f"git {environment.get('git_revision', '?')}."
+             + ("" if experiment.flops_matched else " The architectures' FLOPs per token differ (not FLOPs-matched).")
+             + (" Image losses are the diffusion loss (mean squared error of the predicted noise, "
+                "per image); text losses are nats per token." if reference.get("setting") == "transfusion" else ""),
+             "",
              "| architecture | parameters | active | training FLOPs/token | vs reference | training time | "
              + " | ".join(f"final train {m}" for m in modalities)
              + "".join(f" | final {s} {m}" for s in splits for m in modalities) + " |",
@@ -144,7 +169,9 @@ def _plots(results, matching, experiment, directory: Path) -> Dict[str, str]:
                 if modality in curves:
                     steps, losses = zip(*curves[modality])
                     axis.plot(steps, losses, label=label)
-            axis.set(title=f"{group}: {modality}", xlabel="step", ylabel="loss (nats/token)")
+            diffusion = modality == "image" and any(r.get("setting") == "transfusion" for r in results.values())
+            axis.set(title=f"{group}: {modality}", xlabel="step",
+                     ylabel="diffusion loss (MSE)" if diffusion else "loss (nats/token)")
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
         files[f"loss, {group}"] = _save(figure, directory / f"loss_{group}.png")

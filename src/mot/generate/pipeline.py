@@ -50,6 +50,9 @@ class TransfusionPipeline:
     def encode_text(self, prompt: str) -> List[int]:
         return self.layout.to_global("text", np.array(self.text.encode(prompt), dtype=np.int64)).tolist()
 
+    def decode_text(self, ids: Sequence[int]) -> str:
+        return self.text.decode(self.layout.to_local("text", np.array(ids, dtype=np.int64)).tolist())
+
     def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling()) -> np.ndarray:
         """Images ``uint8 [N, S, S, 3]`` for ``prompts``."""
         latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling)
@@ -60,4 +63,4 @@ class TransfusionPipeline:
         """A caption for each image (``uint8 [N, S, S, 3]``), greedy unless ``temperature`` > 0."""
         latents = self.vae.encode(images)
         captions = self.sampler.image_to_text(latents, max_new_tokens, temperature, seed)
-        return [self.text.decode(self.layout.to_local("text", np.array(c, dtype=np.int64)).tolist()) for c in captions]
+        return [self.decode_text(c) for c in captions]

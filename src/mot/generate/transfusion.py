@@ -32,6 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..config import ConfigError
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
 from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
@@ -41,7 +42,7 @@ PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
 IMAGE_SPAN = 1  # the span id of the image being generated (the prompt has none)
 
 
-class SamplingError(ValueError):
+class SamplingError(ConfigError):
     """A bad sampling argument or prompt; the message names it."""
 
 
