@@ -149,3 +149,16 @@ def test_text_only_shards_of_a_vq_corpus_join_the_transfusion_mixture(tmp_path, 
                                  vq_layout).tokens]
     with pytest.raises(ShardError, match="image has 16 ids here but 1"):
         ShardReader(write_shard(tmp_path / "vq", scenes_vq, vq_layout), LAYOUT)
+
+
+def test_a_batch_of_text_only_rows_still_has_latents_of_the_corpus_shape(tmp_path, reader):
+    vq_layout = VocabLayout({"text": 40, "image": 16})
+    text = [document_stream(TokenizedDocument(f"t{i}", (("text", TEXT + np.arange(20)),)), vq_layout).tokens
+            for i in range(6)]
+    text_reader = ShardReader(write_shard(tmp_path / "text", text, vq_layout), LAYOUT)
+    # the text shard drawn almost always: some batches hold no image at all
+    mixed = Loader([("scenes", reader, 1e-6), ("text", text_reader, 1.0)], layout=LAYOUT, seq_len=24,
+                   batch_rows=2, modality_tower_index=[0, 1], seed=3, bidirectional=["image"], continuous="image")
+    batch = next(mixed)
+    assert int((batch.tokens == BOI).sum()) == 0
+    assert tuple(batch.latents.shape) == (0, *LATENT_SHAPE) and tuple(batch.latent_starts.shape) == (0, 2)

@@ -102,6 +102,19 @@ def test_noise_prediction_has_the_latents_shape_and_every_part_learns(encoder):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("encoder", ["linear", "unet"])
+def test_a_batch_without_images_runs_the_patch_path_on_none_and_gives_zero_gradients(encoder):
+    model = build_model(config(latent=dict(modality="image", channels=4, patch_size=2, encoder=encoder,
+                                           unet_channels=[8, 16])))
+    batch = image_batch()
+    output = model(batch["tokens"], torch.zeros_like(batch["tokens"]), latents=torch.zeros(0, 4, 4, 4),
+                   latent_starts=torch.zeros(0, 2, dtype=torch.long), timesteps=torch.zeros(0, dtype=torch.long))
+    assert tuple(output.latent_prediction.shape) == (0, 4, 4, 4)
+    (output.logits.sum() + output.latent_prediction.sum()).backward()
+    for name, parameter in model.latent_path.named_parameters():
+        assert parameter.grad is not None and not parameter.grad.any(), name  # zeros, not None
+
+
 def test_the_timestep_changes_the_prediction():
     torch.manual_seed(0)
     model = build_model(config()).eval()

@@ -74,6 +74,9 @@ class Loader:
         self.layout, self.seq_len, self.batch_rows = layout, seq_len, batch_rows
         self.modality_tower_index, self.bidirectional = list(modality_tower_index), list(bidirectional)
         self.continuous, self.caption_dropout = continuous, float(caption_dropout)
+        # the latents' shape, for a batch that happens to hold no image (text-only rows)
+        self.latent_shape = next((tuple(r.latents.shape[1:]) for r in self.readers
+                                  if getattr(r, "latents", None) is not None and len(r.latents)), None)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self._draws = 0
         self._cursors: List[List[int]] = [[0, 0] for _ in datasets]  # per dataset: epoch, position
@@ -102,7 +105,7 @@ class Loader:
                     if len(rows) == self.batch_rows:
                         self._pending = [dataset, document, start]
                         return rows_to_batch(rows, self.seq_len, self.layout, self.modality_tower_index,
-                                             self.bidirectional, self.continuous)
+                                             self.bidirectional, self.continuous, self.latent_shape)
                     rows.append([])
                     used = 0
                 rows[-1].append((stream, start, stop))

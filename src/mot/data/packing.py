@@ -169,13 +169,15 @@ def pack(documents: Iterable[TokenizedDocument], seq_len: int, layout: VocabLayo
 
 def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq_len: int, layout: VocabLayout,
                   modality_tower_index: Sequence[int], bidirectional: Sequence[str] = (),
-                  continuous: Optional[str] = None) -> PackedBatch:
+                  continuous: Optional[str] = None,
+                  latent_shape: Optional[Tuple[int, int, int]] = None) -> PackedBatch:
     """Rows of ``(stream, start, stop)`` pieces -> the padded ``[rows, seq_len]`` batch.
 
     With ``continuous`` (``"image"`` in the Transfusion setting) every stream must carry latents
     for its spans of that modality; they are gathered into ``latents`` / ``latent_starts``, and
     ``latent_before_text`` says which of them host-modality ids (not specials) follow within
-    their piece.
+    their piece. ``latent_shape`` ``(C, h, w)`` shapes ``latents`` when no piece holds an image
+    (``[0, C, h, w]``, which the model takes: its patch path then runs on no image).
     """
     bidirectional = set(bidirectional)
     host_start, host_stop = layout.id_range(layout.modalities[0])
@@ -223,7 +225,7 @@ def rows_to_batch(rows: Sequence[Sequence[Tuple[DocumentStream, int, int]]], seq
                               f"{stream.doc_id}[{start}:{stop}]" for row in rows for stream, start, stop in row))
     if continuous is not None:
         shape = next((s.latents.shape[1:] for row in rows for s, _, _ in row
-                      if s.latents is not None and len(s.latents)), (0, 0, 0))
+                      if s.latents is not None and len(s.latents)), latent_shape or (0, 0, 0))
         batch.latents = torch.from_numpy(np.stack(latents).astype(np.float32) if latents
                                          else np.zeros((0, *shape), dtype=np.float32))
         batch.latent_starts = torch.tensor(latent_starts, dtype=torch.int64).reshape(-1, 2)

@@ -75,7 +75,7 @@ class PatchUNet(nn.Module):
 
     def decode(self, hidden: torch.Tensor, state: Any, time: torch.Tensor) -> torch.Tensor:
         skips, (height, width) = state
-        x = self.from_model(hidden).transpose(1, 2).reshape(hidden.shape[0], -1, height, width)
+        x = self.from_model(hidden).transpose(1, 2).reshape(hidden.shape[0], self.from_model.out_features, height, width)
         for level in reversed(range(len(self.up))):
             if level < len(self.upsample):
                 x = self.upsample[level](F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -160,7 +160,7 @@ class MoTModel(nn.Module):
         prediction = None
         if latents is not None:
             patch_hidden = hidden.reshape(batch * length, -1).index_select(0, patch_rows)
-            prediction = self.latent_path.decode(patch_hidden.view(*vectors.shape[:2], -1), latent_state)
+            prediction = self.latent_path.decode(patch_hidden.view(*vectors.shape[:2], hidden.shape[-1]), latent_state)
         return ModelOutput(self.head(hidden), hidden, tuple(states) if states is not None else None, prediction)
 
     @staticmethod
