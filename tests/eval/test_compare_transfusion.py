@@ -30,7 +30,7 @@ checkpoint_every: 2
     settings = dict(name="tf", recipe=str(recipe), out_dir=str(out),
                     architectures={"dense": ["architecture=dense"], "mot": ["architecture=mot"]},
                     samples=SamplesConfig(prompts=["a large red circle on a white background", "a small blue star"],
-                                          steps=3, per_prompt=2, captions=2))
+                                          steps=3, per_prompt=2, captions=2, scored=3, scorer_scenes=60))
     settings.update(fields)
     return ExperimentConfig(**settings)
 
@@ -43,10 +43,15 @@ def test_a_transfusion_comparison_reports_diffusion_losses_samples_and_captions(
     assert "valid/image" in results["step_matching"]["mot"]
     samples = results["samples"]
     assert samples["grid"] == "samples.png" and (report / "samples.png").stat().st_size > 1000
-    assert samples["sampling"]["steps"] == 3 and len(samples["captions"]) == 2
+    assert samples["sampling"]["steps"] == 3 and 1 <= len(samples["captions"]) <= 2
     assert set(samples["captions"][0]) == {"true", "dense", "mot"} and samples["captions"][0]["true"]
+    scores = samples["scores"]
+    assert 1 <= scores["scenes"] <= 3 and scores["ceiling"]["background"] > 0
+    assert set(scores["mot"]) == {"text_to_image", "image_to_text"}
+    assert set(scores["mot"]["text_to_image"]) == {"background", "colour", "shape", "all"}
     text = (report / "report.md").read_text()
     assert "## Samples" in text and "![samples](samples.png)" in text and "diffusion loss" in text
+    assert "| ceiling |" in text and "| mot |" in text
 
 
 def test_a_comparison_that_is_not_flops_matched_reports_the_ratio(small_corpus, tmp_path):
@@ -57,7 +62,7 @@ def test_a_comparison_that_is_not_flops_matched_reports_the_ratio(small_corpus, 
         check_flops(recipes, "wide")
     rows = check_flops(recipes, "wide", matched=False)
     assert rows["mot"]["flops_ratio"] < 0.8
-    config = replace(config, flops_matched=False, samples=SamplesConfig(prompts=[], captions=0))
+    config = replace(config, flops_matched=False, samples=SamplesConfig(prompts=[], captions=0, scored=0))
     report = run_compare(config, log=lambda _: None)
     assert "not FLOPs-matched" in (report / "report.md").read_text()
     assert not (report / "samples.png").exists()

@@ -84,7 +84,7 @@ def run_compare(experiment: ExperimentConfig, preset: Optional[str] = None,
         Trainer(recipe, log=log).train()
     results = {label: collect_run(label, resolved[label], accounting[label]) for label in recipes}
     samples = None
-    if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.captions):
+    if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.scored):
         from ..generate.pipeline import TransfusionPipeline
         from .samples import draw_samples
 

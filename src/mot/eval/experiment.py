@@ -38,7 +38,8 @@ SHARED_FIELDS = ("data", "optim", "steps", "seed", "log_every", "eval_every", "p
 @dataclass
 class SamplesConfig:
     """Images each architecture of a Transfusion experiment draws for the same ``prompts`` (the
-    report's sample grid), and captions it writes for the first ``captions`` validation images."""
+    report's sample grid); images it draws for the captions of ``scored`` validation scenes and
+    captions it writes for their images, scored by the attributes they show or name."""
 
     prompts: List[str] = field(default_factory=list)
     #: denoising steps and method (the paper: 250 DDPM steps)
@@ -48,7 +49,13 @@ class SamplesConfig:
     seed: int = 0
     #: images of each prompt (one column per prompt, ``per_prompt`` rows per architecture)
     per_prompt: int = 2
+    #: captions shown in the report (of the scored validation images)
     captions: int = 8
+    #: single-object validation scenes drawn from their captions and captioned from their images,
+    #: both scored exactly (``shape_scores.py``); 0: none
+    scored: int = 64
+    #: rendered scenes the shape scorer is fitted on
+    scorer_scenes: int = 2000
 
 
 @dataclass
@@ -87,7 +94,7 @@ class ExperimentConfig:
             ImageSampling(self.samples.steps, self.samples.method, self.samples.cfg_scale, seed=self.samples.seed)
         except SamplingError as error:
             raise ConfigError(f"samples: {error}") from None
-        for name in ("per_prompt", "captions"):
+        for name in ("per_prompt", "captions", "scored", "scorer_scenes"):
             value = getattr(self.samples, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"samples.{name}={value!r}: must be an integer >= 0")

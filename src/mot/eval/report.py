@@ -106,6 +106,23 @@ def _samples_markdown(samples: Optional[dict]) -> str:
              f"{sampling['cfg_scale']}, seed {sampling['seed']}: every architecture starts from the same noise."]
     if samples.get("grid"):
         lines += ["", f"![samples]({samples['grid']})"]
+    scores = samples.get("scores") or {}
+    if scores:
+        attributes = list(scores["ceiling"])
+        header = [f"{kind} {a}" for kind in ("text→image", "image→text") for a in attributes]
+        lines += ["", f"Exact scores on {scores['scenes']} single-object validation scenes (ShapeScenes): the "
+                  "share of images drawn from a scene's caption that show its background, object colour and "
+                  "shape, and of greedy captions of its image that name them. Ceiling: the scorer on VAE "
+                  "reconstructions of rendered scenes.", "",
+                  "| | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header),
+                  "| ceiling | " + " | ".join(f"{100 * scores['ceiling'][a]:.0f}%" for a in attributes)
+                  + " |" + " - |" * len(attributes)]
+        for label, by in scores.items():
+            if label in ("scenes", "ceiling"):
+                continue
+            lines.append(f"| {label} | " + " | ".join(f"{100 * by[kind][a]:.0f}%" for kind in ("text_to_image",
+                                                                                        "image_to_text")
+                                                      for a in attributes) + " |")
     if samples["captions"]:
         labels = [k for k in samples["captions"][0] if k != "true"]
         lines += ["", "Greedy captions of validation images:", "",

@@ -58,6 +58,10 @@ class TransfusionPipeline:
         latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling)
         return tensor_to_uint8(self.vae.decode(latents.to(self.vae.device))).cpu().numpy()
 
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """``images`` (``uint8 [N, S, S, 3]``) through the VAE and back: the best any sample can be."""
+        return tensor_to_uint8(self.vae.decode(self.vae.encode(images))).cpu().numpy()
+
     def image_to_text(self, images: np.ndarray | torch.Tensor, max_new_tokens: int = 40,
                       temperature: float = 0.0, seed: int = 0) -> List[str]:
         """A caption for each image (``uint8 [N, S, S, 3]``), greedy unless ``temperature`` > 0."""
