@@ -110,6 +110,9 @@ def test_bad_requests_name_what_is_missing(corpus, tmp_path):
         corpus.shard_names("chameleon", "test")
     with pytest.raises(CorpusError, match=r"weights name sources \['fortunes'\]"):
         corpus.datasets("chameleon", "train", weights={"fortunes": 2.0})
+    # a source of the train split that the heldout split lacks: its weight serves the train split only
+    heldout = corpus.datasets("chameleon", "heldout", weights={"digits": 5.0})
+    assert {corpus.manifest["shards"][name]["source"] for name, _, _ in heldout} == {"shapescenes"}
     with pytest.raises(CorpusError, match="run `mot prepare"):
         open_corpus(tmp_path)
     only_vq = tmp_path / "vq"

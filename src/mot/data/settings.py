@@ -88,6 +88,12 @@ class Corpus:
                               f"(its splits: {splits})")
         return chosen
 
+    def _shard_names_or_none(self, setting: str, split: str) -> List[str]:
+        try:
+            return self.shard_names(setting, split)
+        except CorpusError:
+            return []
+
     @property
     def latent_channels(self) -> Optional[int]:
         """Channels of the VAE latents (``None`` when the corpus has no latent shards)."""
@@ -113,10 +119,13 @@ class Corpus:
         layout = self.layout(setting)
         names = self.shard_names(setting, split)
         shards = self.manifest["shards"]
-        unknown = set(weights or {}) - {shards[n]["source"] for n in names}
+        # a recipe's weights serve every split: a source may be missing from one (heldout) but not from all
+        known = {shards[key]["source"] for other in {shard["split"] for shard in shards.values()}
+                 for key in self._shard_names_or_none(setting, other)}
+        unknown = set(weights or {}) - known
         if unknown:
-            raise CorpusError(f"weights name sources {sorted(unknown)} that the {setting} {split!r} shards do not "
-                              f"have ({sorted({shards[n]['source'] for n in names})})")
+            raise CorpusError(f"weights name sources {sorted(unknown)} that the {setting} shards do not "
+                              f"have ({sorted(known)})")
         counts = {n: float(shards[n]["documents"]) for n in names}
         speech = [n for n in names if shards[n]["tokens_per_modality"].get("speech", 0) > 0]
         if speech and len(speech) < len(names):
