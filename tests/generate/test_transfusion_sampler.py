@@ -60,6 +60,14 @@ def test_a_prompt_does_not_depend_on_the_padding_its_batch_gives_it():
         torch.testing.assert_close(padded(torch.cat([x, x]), 30)[1:], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_clamping_x0_keeps_the_chain_in_the_latents_range():
+    s = sampler()
+    free = s.text_to_image(CAPTIONS, ImageSampling(steps=8, cfg_scale=1.0, clip_latents=None))
+    clamped = s.text_to_image(CAPTIONS, ImageSampling(steps=8, cfg_scale=1.0, clip_latents=2.0))
+    assert clamped.abs().max() <= 2.0 + 1e-5  # the last step returns the clamped x0_hat
+    assert free.abs().max() > 2.0  # an untrained denoiser's x0_hat at the noisiest level is far outside
+
+
 def test_guidance_moves_the_sample_and_the_prompt_matters():
     s = sampler()
     plain = s.text_to_image(CAPTIONS, ImageSampling(steps=4, cfg_scale=1.0))
@@ -109,6 +117,8 @@ def test_bad_sampling_arguments_are_clear_errors():
         ImageSampling(steps=0)
     with pytest.raises(SamplingError, match="cfg_scale"):
         ImageSampling(cfg_scale=float("nan"))
+    with pytest.raises(SamplingError, match="clip_latents=0"):
+        ImageSampling(clip_latents=0)
     with pytest.raises(SamplingError, match="not a text token"):
         s.text_to_image([[LAYOUT.special("<boi>")]])
     with pytest.raises(SamplingError, match="at most"):

@@ -237,6 +237,7 @@ def test_format_number():
 
 @pytest.mark.parametrize("latent", [dict(modality="image", encoder="linear"),
                                     dict(modality="image", encoder="unet", unet_channels=[8, 16]),
+                                    dict(modality="image", encoder="unet", unet_channels=[8, 16], unet_skips=False),
                                     dict(modality="image", encoder="unet", patch_size=4, unet_channels=[8, 16, 24],
                                          unet_res_blocks=2, channels=3)])
 def test_the_latent_path_is_counted_apart_and_exactly(latent):

@@ -115,6 +115,22 @@ def test_a_batch_without_images_runs_the_patch_path_on_none_and_gives_zero_gradi
         assert parameter.grad is not None and not parameter.grad.any(), name  # zeros, not None
 
 
+def test_without_skips_the_decoder_knows_only_what_passed_through_the_transformer():
+    torch.manual_seed(0)
+    model = build_model(config(latent=dict(modality="image", channels=4, patch_size=2, encoder="unet",
+                                           unet_channels=[8, 16], unet_skips=False))).eval()
+    unet = model.latent_path.patches
+    batch = image_batch()
+    with torch.no_grad():
+        prediction = model(**batch).latent_prediction
+        hidden = model(**batch).hidden
+        patches = hidden.reshape(-1, hidden.shape[-1])[model._patch_rows(batch["latent_starts"], PATCHES, 14)]
+        time = model.latent_path.timestep_embedding(batch["timesteps"])
+        # the decoder from the final hidden states and the timestep alone, with no encoder state
+        alone = unet.decode(patches.view(2, PATCHES, -1), ([None, None], (2, 2)), time)
+    torch.testing.assert_close(prediction, alone)
+
+
 def test_the_timestep_changes_the_prediction():
     torch.manual_seed(0)
     model = build_model(config()).eval()

@@ -160,7 +160,8 @@ def latent_path_params(latent: LatentConfig, dim: int) -> int:
     count += 9 * channels * widths[0] + widths[0]  # conv_in
     for width in widths:
         count += blocks * _res_block_params(width, width, dim)  # down
-        count += _res_block_params(2 * width, width, dim) + (blocks - 1) * _res_block_params(width, width, dim)  # up
+        first = 2 * width if latent.unet_skips else width  # the skip is concatenated to the up block's input
+        count += _res_block_params(first, width, dim) + (blocks - 1) * _res_block_params(width, width, dim)  # up
     for a, b in zip(widths, widths[1:]):
         count += (9 * a * b + b) + (9 * b * a + a)  # downsample, upsample
     count += (widths[-1] * dim + dim) + (dim * widths[-1] + widths[-1])  # to_model, from_model

@@ -1,7 +1,8 @@
 """The paper's U-Net patch encoder and decoder (Transfusion, appendix A.2): the down blocks turn
 each ``p x p`` window of the noisy latent into one vector of the model width; the up blocks turn
 the transformer's output back into a latent-sized noise prediction, with skip connections from
-the down blocks at every resolution, as in a U-Net. Every residual block is conditioned on the
+the down blocks at every resolution, as in a U-Net (``unet_skips``; without them everything the
+decoder knows has passed through the transformer). Every residual block is conditioned on the
 diffusion timestep (its embedding, projected, is added inside the block).
 
 Levels: level 0 works at the latent resolution with ``unet_channels[0]`` channels; each next level
@@ -53,9 +54,11 @@ class PatchUNet(nn.Module):
         self.downsample = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         self.to_model = nn.Linear(widths[-1], dim)
         self.from_model = nn.Linear(dim, widths[-1])
-        # each up level sees its input concatenated with the down level's output at that resolution
+        # with skips, each up level sees its input concatenated with the down level's output at that resolution
+        self.skips = config.unet_skips
+        first = 2 if self.skips else 1
         self.up = nn.ModuleList(
-            nn.ModuleList(ResBlock(2 * w if i == 0 else w, w, dim) for i in range(blocks)) for w in widths)
+            nn.ModuleList(ResBlock(first * w if i == 0 else w, w, dim) for i in range(blocks)) for w in widths)
         self.upsample = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths, widths[1:]))
         self.norm_out = _group_norm(widths[0])
         self.conv_out = nn.Conv2d(widths[0], config.channels, 3, padding=1)
@@ -79,7 +82,8 @@ class PatchUNet(nn.Module):
         for level in reversed(range(len(self.up))):
             if level < len(self.upsample):
                 x = self.upsample[level](F.interpolate(x, scale_factor=2.0, mode="nearest"))
-            x = torch.cat([x, skips[level]], dim=1)
+            if self.skips:
+                x = torch.cat([x, skips[level]], dim=1)
             for block in self.up[level]:
                 x = block(x, time)
         return self.conv_out(F.silu(self.norm_out(x)))
