@@ -78,9 +78,9 @@ class LatentConfig:
     unet_channels: List[int] = field(default_factory=lambda: [64, 128])
     #: residual blocks per U-Net level (encoder and decoder each)
     unet_res_blocks: int = 1
-    #: U-Net skip connections from each encoder level to the decoder. They carry the noisy latent
-    #: around the transformer: a small model trained briefly then denoises with the U-Net alone and
-    #: ignores the caption (docs/transfusion.md), so the tiny recipe turns them off
+    #: U-Net skip connections from each encoder level to the decoder (the paper's U-Net). They carry
+    #: the noisy latent around the transformer; without them everything the decoder knows has passed
+    #: through it (docs/transfusion.md measures both on the tiny recipe)
     unet_skips: bool = True
     #: width of the sinusoidal timestep features before the embedding MLP
     timestep_features: int = 256
