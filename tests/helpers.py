@@ -73,3 +73,22 @@ def small_recipe(corpus, runs, **overrides):
                 "deterministic": True, "keep_last": 5}
     settings.update(overrides)
     return load_recipe(None, [f"{k}={v}" for k, v in settings.items()])
+
+
+def experiment_recipe(corpus, out, transfusion: bool = False, steps: int = 4):
+    """Write ``out/recipe.yaml``: a 2-layer, 32-wide recipe on :func:`prepare_small_corpus` for
+    ``mot compare`` tests (the Transfusion setting with a linear patch encoder if asked)."""
+    setting = ", setting: transfusion" if transfusion else ""
+    latent = ", latent: {encoder: linear}" if transfusion else ""
+    recipe = out / "recipe.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(f"""name: run
+data: {{corpus: {corpus}{setting}, seq_len: 96, batch_rows: 2, valid_batches: 1}}
+model: {{d_model: 32, n_layers: 2, n_heads: 4, max_seq_len: 96{latent}}}
+optim: {{lr: 1.0e-2, warmup_steps: 1, total_steps: '${{steps}}'}}
+steps: {steps}
+log_every: 1
+eval_every: 2
+checkpoint_every: 2
+""")
+    return recipe

@@ -10,23 +10,16 @@ from mot.eval.compare import check_flops, run_compare
 from mot.eval.experiment import ExperimentConfig, architecture_recipes
 from mot.train.recipe import resolve_model
 
+from tests.helpers import experiment_recipe
+
+
 @pytest.fixture
 def corpus(small_corpus):
     return small_corpus
 
 
 def experiment(corpus, out, **fields):
-    recipe = out / "recipe.yaml"
-    recipe.parent.mkdir(parents=True, exist_ok=True)
-    recipe.write_text(f"""name: run
-data: {{corpus: {corpus}, seq_len: 96, batch_rows: 2, valid_batches: 1}}
-model: {{d_model: 32, n_layers: 2, n_heads: 4, max_seq_len: 96}}
-optim: {{lr: 1.0e-2, warmup_steps: 1, total_steps: '${{steps}}'}}
-steps: 4
-log_every: 1
-eval_every: 2
-checkpoint_every: 2
-""")
+    recipe = experiment_recipe(corpus, out)
     settings = dict(name="tiny", recipe=str(recipe), out_dir=str(out),
                     architectures={"dense": ["architecture=dense"], "mot": ["architecture=mot"],
                                    "moe4x": ["architecture=moe4x"]})

@@ -12,21 +12,13 @@ from mot.eval.compare import check_flops, run_compare
 from mot.eval.experiment import ExperimentConfig, SamplesConfig, architecture_recipes, load_experiment
 from mot.train.recipe import resolve_model
 
+from tests.helpers import experiment_recipe
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def experiment(corpus, out, **fields):
-    recipe = out / "recipe.yaml"
-    recipe.parent.mkdir(parents=True, exist_ok=True)
-    recipe.write_text(f"""name: run
-data: {{corpus: {corpus}, setting: transfusion, seq_len: 96, batch_rows: 2, valid_batches: 1}}
-model: {{d_model: 32, n_layers: 2, n_heads: 4, max_seq_len: 96, latent: {{encoder: linear}}}}
-optim: {{lr: 1.0e-2, warmup_steps: 1, total_steps: '${{steps}}'}}
-steps: 2
-log_every: 1
-eval_every: 2
-checkpoint_every: 2
-""")
+    recipe = experiment_recipe(corpus, out, transfusion=True, steps=2)
     settings = dict(name="tf", recipe=str(recipe), out_dir=str(out),
                     architectures={"dense": ["architecture=dense"], "mot": ["architecture=mot"]},
                     samples=SamplesConfig(prompts=["a large red circle on a white background", "a small blue star"],
@@ -75,7 +67,8 @@ def test_bad_sample_settings_fail_before_any_training(small_corpus, tmp_path):
         experiment(small_corpus, tmp_path, samples=SamplesConfig(per_prompt=-1))
 
 
-@pytest.mark.parametrize("name, matched", [("transfusion", True), ("transfusion-half-flops", False)])
+@pytest.mark.parametrize("name, matched", [("transfusion", True), ("transfusion-half-flops", False),
+                                           ("transfusion-linear", True)])
 def test_the_shipped_transfusion_experiments(name, matched):
     config = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
     config = replace(config, recipe=str(ROOT / config.recipe))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mot.data.sources.shapescenes import captions, render_scene, sample_scene
-from mot.eval.shape_scores import ShapeScorer, accuracy, parse_caption
+from mot.eval.shape_scores import ShapeScorer, accuracy, caption_accuracy, caption_names, parse_caption
 
 
 def single_and_double_scenes():
@@ -35,3 +35,15 @@ def test_the_scorer_reads_rendered_scenes_and_accuracy_counts_matches():
     assert accuracy(found, truth) == {"background": 1.0, "colour": 1.0, "shape": 0.5, "all": 0.5}
     assert accuracy([], []) == {}
     assert render_scene(sample_scene(0, 0)).shape == (32, 32, 3)
+
+
+def test_a_caption_is_credited_for_each_attribute_it_names():
+    truth = {"background": "yellow", "colour": "purple", "shape": "star"}
+    assert caption_names("one small purple star, yellow background", truth) == dict.fromkeys(
+        ["background", "colour", "shape", "all"], True)
+    two = caption_names("a small purple circle to the right of a large red star on a yellow background", truth)
+    assert two == {"background": True, "colour": True, "shape": True, "all": False}  # no "purple star"
+    assert caption_names("a handwritten digit 8", truth) == dict.fromkeys(["background", "colour", "shape", "all"],
+                                                                          False)
+    assert caption_accuracy(["one small purple star, yellow background", "a red star on a blue background"],
+                            [truth, truth]) == {"background": 0.5, "colour": 0.5, "shape": 1.0, "all": 0.5}

@@ -6,7 +6,8 @@
   scenes, and the share whose background, object colour and shape are the caption's
   (:mod:`.shape_scores`; its accuracy on VAE reconstructions of rendered scenes is the ceiling);
 * image -> text, scored: a greedy caption of each of those scenes' images, and the share that
-  name its attributes; the first ``captions`` are shown beside the true captions.
+  name its attributes (``shape_scores.caption_names``); the first ``captions`` are shown beside
+  the true captions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..generate.pipeline import TransfusionPipeline
 from ..generate.transfusion import ImageSampling
 from .experiment import SamplesConfig
 from .plots import save_figure
-from .shape_scores import ShapeScorer, accuracy, parse_caption
+from .shape_scores import ShapeScorer, accuracy, caption_accuracy, parse_caption
 
 GRID_FILE = "samples.png"
 
@@ -90,7 +91,7 @@ def _scored(pipelines: Dict[str, TransfusionPipeline], samples: SamplesConfig, s
         drawn = pipeline.text_to_image(captions, sampling)
         written[label] = [pipeline.decode_text(c) for c in pipeline.sampler.image_to_text(latents)]
         scores[label] = {"text_to_image": accuracy(scorer.read(drawn), truth),
-                         "image_to_text": accuracy([parse_caption(c) or {} for c in written[label]], truth)}
+                         "image_to_text": caption_accuracy(written[label], truth)}
     shown = [{"true": caption, **{label: written[label][i] for label in pipelines}}
              for i, caption in enumerate(captions[:samples.captions])]
     return {"scores": scores, "captions": shown}

@@ -41,6 +41,21 @@ def parse_caption(text: str) -> Optional[Dict[str, str]]:
     return {"background": background, "colour": colour, "shape": words[shapes[0]]}
 
 
+def caption_names(text: str, truth: Dict[str, str]) -> Dict[str, bool]:
+    """Whether a (generated) caption names the scene's background (the word before "background"),
+    its object's colour and its shape (the colour or shape of some object it names: a caption of
+    two objects is still credited for the one that is there), and ``all`` of them together
+    (background right and "colour shape" named as one object)."""
+    words = text.lower().replace(",", " ").replace(":", " ").split()
+    backgrounds = {words[i - 1] for i, w in enumerate(words) if w == "background" and i > 0}
+    objects = {(words[i - 1], w) for i, w in enumerate(words) if w in SHAPES and i > 0}
+    named = {"background": truth["background"] in backgrounds,
+             "colour": any(colour == truth["colour"] for colour, _ in objects),
+             "shape": any(shape == truth["shape"] for _, shape in objects)}
+    named["all"] = named["background"] and (truth["colour"], truth["shape"]) in objects
+    return named
+
+
 def _nearest(colours: Dict[str, tuple], rgb: np.ndarray, exclude: Sequence[str] = ()) -> str:
     names = [n for n in colours if n not in exclude]
     table = np.array([colours[n] for n in names], dtype=np.float64)
@@ -122,6 +137,12 @@ def accuracy(found: Sequence[Dict[str, Optional[str]]], truth: Sequence[Dict[str
     scores = {a: float(np.mean([f.get(a) == t[a] for f, t in zip(found, truth)])) for a in ATTRIBUTES}
     scores["all"] = float(np.mean([all(f.get(a) == t[a] for a in ATTRIBUTES) for f, t in zip(found, truth)]))
     return scores
+
+
+def caption_accuracy(captions: Sequence[str], truth: Sequence[Dict[str, str]]) -> Dict[str, float]:
+    """Per attribute (and ``all``), the share of ``captions`` that name their scene's (:func:`caption_names`)."""
+    named = [caption_names(c, t) for c, t in zip(captions, truth)]
+    return {key: float(np.mean([n[key] for n in named])) for key in (*ATTRIBUTES, "all")} if named else {}
 
 
 def _single_object_scenes(seed: int, count: int, split: str):
