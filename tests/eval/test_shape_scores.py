@@ -1,7 +1,6 @@
 """The exact ShapeScenes scorer: captions parsed in every template, attributes read from images."""
 
 import numpy as np
-import pytest
 
 from mot.data.sources.shapescenes import captions, render_scene, sample_scene
 from mot.eval.shape_scores import ShapeScorer, accuracy, caption_accuracy, caption_names, parse_caption

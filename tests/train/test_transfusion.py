@@ -35,8 +35,7 @@ def test_the_loss_is_lm_plus_weight_times_the_mean_per_image_diffusion_loss(smal
     batch = a_batch(small_corpus)
     images = len(batch.latents)
     assert images >= 2
-    objective = TransfusionObjective(["text", "image"], "image", DiffusionConfig(loss_weight=3.0), 0, 0,
-                                     torch.device("cpu"))
+    objective = TransfusionObjective(["text", "image"], "image", DiffusionConfig(loss_weight=3.0), 0, 0)
     logits = torch.randn(*batch.tokens.shape, 306)
     noise = torch.randn_like(batch.latents)
     # image i's prediction is off by i+1 everywhere: its squared error is (i+1)^2 whatever its size

@@ -85,7 +85,7 @@ class ShapeScorer:
         self.classifier = classifier
 
     @staticmethod
-    def _colours_and_mask(image: np.ndarray):
+    def _colours_and_distance(image: np.ndarray):
         pixels = image.astype(np.float64)
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
         background = _nearest(BACKGROUNDS, np.median(border, axis=0))
@@ -105,7 +105,7 @@ class ShapeScorer:
 
         scenes = _single_object_scenes(seed, count, "train")
         images = images_through(np.stack([render_scene(s) for s in scenes]))
-        features = np.stack([_silhouette(cls._colours_and_mask(image)[2]) for image in images])
+        features = np.stack([_silhouette(cls._colours_and_distance(image)[2]) for image in images])
         with warnings.catch_warnings():  # 500 epochs is the budget, converged or not: self_check says how good
             warnings.simplefilter("ignore", ConvergenceWarning)
             classifier = MLPClassifier((128,), max_iter=500, random_state=seed).fit(
@@ -116,7 +116,7 @@ class ShapeScorer:
         """The attributes each image shows."""
         found = []
         for image in images:
-            background, colour, distance = self._colours_and_mask(image)
+            background, colour, distance = self._colours_and_distance(image)
             shape = str(self.classifier.predict(_silhouette(distance)[None])[0]) if colour is not None else None
             found.append({"background": background, "colour": colour, "shape": shape})
         return found

@@ -67,10 +67,10 @@ class TransfusionObjective:
     """Next-token loss on text plus ``loss_weight`` x the per-image diffusion loss."""
 
     def __init__(self, modalities: Sequence[str], latent_modality: str, config: DiffusionConfig,
-                 seed: int, rank: int, device: torch.device):
+                 seed: int, rank: int):
         self.num_modalities = len(modalities)
         self.image = list(modalities).index(latent_modality)
-        self.config, self.seed, self.rank, self.device = config, seed, rank, device
+        self.config, self.seed, self.rank = config, seed, rank
         self.scheduler = DiffusionScheduler(config.train_steps, config.schedule)
         weights = torch.ones(self.num_modalities, dtype=torch.float64)
         weights[self.image] = config.loss_weight
@@ -136,9 +136,9 @@ class TransfusionObjective:
         return self._breakdown(output, batch, torch.stack(per_image).mean(dim=0))
 
 
-def make_objective(config, modalities: Sequence[str], rank: int, device: torch.device):
+def make_objective(config, modalities: Sequence[str], rank: int):
     """The objective of ``config`` (a resolved ``TrainConfig``)."""
     if config.data.setting == "transfusion":
         return TransfusionObjective(modalities, config.model.latent.modality, config.diffusion, config.seed,
-                                    rank, device)
+                                    rank)
     return NextTokenObjective(modalities)

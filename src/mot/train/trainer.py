@@ -101,7 +101,7 @@ class Trainer:
         # each rank its own stream from here on (data order is the loader's, seeded separately)
         torch.manual_seed(config.seed * 1_000_003 + self.context.rank + 1)
         self.modalities = list(config.model.modalities)
-        self.objective = make_objective(config, self.modalities, self.context.rank, self.context.device)
+        self.objective = make_objective(config, self.modalities, self.context.rank)
         self.loader = train_loader or self._loader("train", config.seed)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last)
         self.step = 0
