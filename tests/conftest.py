@@ -18,3 +18,14 @@ def small_corpus(tmp_path_factory):
     from tests.helpers import prepare_small_corpus
 
     return prepare_small_corpus(tmp_path_factory.mktemp("small_corpus"))
+
+
+@pytest.fixture(scope="session")
+def transfusion_run(small_corpus, tmp_path_factory):
+    """A Transfusion-setting run of 2 steps on the small corpus (its directory), for pipelines and analyses."""
+    from mot.train.trainer import Trainer
+    from tests.helpers import small_transfusion_recipe
+
+    runs = tmp_path_factory.mktemp("transfusion_runs")
+    Trainer(small_transfusion_recipe(small_corpus, runs, steps=2, checkpoint_every=2), log=lambda _: None).train()
+    return runs / "transfusion"

@@ -192,6 +192,31 @@ def _analyze_pca(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _analyze_caption_use(args: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+    import torch
+
+    from .eval.caption_use import caption_use
+    from .eval.report import caption_use_table
+    from .eval.samples import validation_images
+    from .generate.pipeline import TransfusionPipeline
+
+    pipeline = TransfusionPipeline.from_run(args.run_dir, log=console.out)
+    corpus = pipeline.corpus_dir
+    scenes = validation_images(corpus, args.scenes)
+    if len(scenes) < 2:
+        raise ConfigError(f"{corpus} has {len(scenes)} ShapeScenes validation images; caption-use needs 2 or more")
+    latents = torch.from_numpy(np.stack([scene["latent"] for scene in scenes]))
+    errors = caption_use(pipeline.sampler, latents, [scene["caption"] for scene in scenes], seed=args.seed)
+    out = Path(args.out or Path(args.run_dir) / "analysis")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "caption_use.json").write_text(json.dumps({"scenes": len(scenes), "errors": errors}, indent=1))
+    console.out(f"mean squared noise error on {len(scenes)} validation scenes of {corpus}:")
+    console.out("\n".join(caption_use_table({Path(args.run_dir).name: errors})))
+    console.out(f"wrote {out}/caption_use.json")
+    return 0
+
+
 def _plot(args: argparse.Namespace, console: Console) -> int:
     from .eval.plots import plot_runs
 
@@ -294,13 +319,20 @@ def _parser() -> argparse.ArgumentParser:
     generate.set_defaults(run=_generate)
 
     analyze = verbs.add_parser("analyze", help="analyses of a trained run")
-    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca}")
+    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca,caption-use}")
     pca = analyses.add_parser("pca", help="PCA of hidden states per layer, coloured by modality (figure 2b)")
     pca.add_argument("run_dir", metavar="RUN", help="a run directory (runs/<name>)")
     pca.add_argument("--out", help="output directory (default RUN/analysis)")
     pca.add_argument("--split", default="valid", help="the corpus split to read (default valid)")
     pca.add_argument("--batches", type=_positive_int, default=4, help="validation batches to read (default 4)")
     pca.set_defaults(run=_analyze_pca)
+    use = analyses.add_parser("caption-use", help="Transfusion: the noise error with an image's own caption, "
+                                                  "another's, none, and the transformer bypassed")
+    use.add_argument("run_dir", metavar="RUN", help="a Transfusion-setting run directory (runs/<name>)")
+    use.add_argument("--out", help="output directory (default RUN/analysis)")
+    use.add_argument("--scenes", type=_positive_int, default=64, help="ShapeScenes validation images (default 64)")
+    use.add_argument("--seed", type=int, default=0, help="the noise's seed (default 0)")
+    use.set_defaults(run=_analyze_caption_use)
 
     plot = verbs.add_parser("plot", help="loss curves per modality of one or more runs, as a PNG")
     plot.add_argument("runs", nargs="+", help="run directories (runs/<name>)")

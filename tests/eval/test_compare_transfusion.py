@@ -39,11 +39,12 @@ def test_a_transfusion_comparison_reports_diffusion_losses_samples_and_captions(
     assert set(samples["captions"][0]) == {"true", "dense", "mot"} and samples["captions"][0]["true"]
     scores = samples["scores"]
     assert 1 <= scores["scenes"] <= 3 and scores["ceiling"]["background"] > 0
-    assert set(scores["mot"]) == {"text_to_image", "image_to_text"}
+    assert set(scores["mot"]) == {"text_to_image", "image_to_text", "caption_use"}
+    assert set(scores["mot"]["caption_use"]) == {"caption", "other", "none", "bypass"}
     assert set(scores["mot"]["text_to_image"]) == {"background", "colour", "shape", "all"}
     text = (report / "report.md").read_text()
     assert "## Samples" in text and "![samples](samples.png)" in text and "diffusion loss" in text
-    assert "| ceiling |" in text and "| mot |" in text
+    assert "| ceiling |" in text and "| mot |" in text and "| bypass |" in text
 
 
 def test_a_comparison_that_is_not_flops_matched_reports_the_ratio(small_corpus, tmp_path):
@@ -68,12 +69,12 @@ def test_bad_sample_settings_fail_before_any_training(small_corpus, tmp_path):
 
 
 @pytest.mark.parametrize("name, matched", [("transfusion", True), ("transfusion-half-flops", False),
-                                           ("transfusion-linear", True)])
+                                           ("transfusion-linear", True), ("transfusion-linear-long", True)])
 def test_the_shipped_transfusion_experiments(name, matched):
     config = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
     config = replace(config, recipe=str(ROOT / config.recipe))
     assert config.flops_matched is matched and len(config.samples.prompts) >= 4
-    for preset in (None, "gpu"):
+    for preset in (None, *config.presets):
         recipes = {label: resolve_model(r, 4106, ["text", "image"], 4)
                    for label, r in architecture_recipes(config, preset).items()}
         rows = check_flops(recipes, config.reference, matched)

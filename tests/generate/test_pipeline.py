@@ -10,18 +10,11 @@ from mot.generate.pipeline import TransfusionPipeline
 from mot.generate.transfusion import ImageSampling, SamplingError
 from mot.train.trainer import Trainer
 
-from tests.helpers import small_recipe, small_transfusion_recipe
+from tests.helpers import small_recipe
 
 
-@pytest.fixture(scope="module")
-def trained_run(small_corpus, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    Trainer(small_transfusion_recipe(small_corpus, runs, steps=2, checkpoint_every=2), log=lambda _: None).train()
-    return runs / "transfusion"
-
-
-def test_the_pipeline_draws_images_and_captions_them(trained_run):
-    pipeline = TransfusionPipeline.from_run(trained_run, log=lambda _: None)
+def test_the_pipeline_draws_images_and_captions_them(transfusion_run):
+    pipeline = TransfusionPipeline.from_run(transfusion_run, log=lambda _: None)
     images = pipeline.text_to_image(["a large red circle on a white background", "a star"],
                                     ImageSampling(steps=3, method="ddim"))
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
@@ -29,26 +22,26 @@ def test_the_pipeline_draws_images_and_captions_them(trained_run):
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
 
-def test_mot_generate_writes_pngs_and_prints_captions(trained_run, tmp_path, capsys):
+def test_mot_generate_writes_pngs_and_prints_captions(transfusion_run, tmp_path, capsys):
     out = tmp_path / "samples"
-    assert main(["generate", str(trained_run), "--prompt", "a large red circle on a white background",
+    assert main(["generate", str(transfusion_run), "--prompt", "a large red circle on a white background",
                  "--prompt", "a small blue star", "--per-prompt", "2", "--steps", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png"] + [f"sample-{i:03d}.png" for i in range(4)]
     assert Image.open(out / "sample-000.png").size == (32, 32)
     image = tmp_path / "big.png"
     Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8)).save(image)  # resized to the VAE's 32x32
-    assert main(["generate", str(trained_run), "--caption", str(image)]) == 0
+    assert main(["generate", str(transfusion_run), "--caption", str(image)]) == 0
     assert f"{image}: " in capsys.readouterr().out
 
 
-def test_runs_and_files_it_cannot_use_are_clear_errors(small_corpus, trained_run, tmp_path, capsys):
-    assert main(["generate", str(trained_run)]) == 2
+def test_runs_and_files_it_cannot_use_are_clear_errors(small_corpus, transfusion_run, tmp_path, capsys):
+    assert main(["generate", str(transfusion_run)]) == 2
     assert "nothing to do" in capsys.readouterr().err
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    assert main(["generate", str(trained_run), "--caption", str(broken)]) == 2
+    assert main(["generate", str(transfusion_run), "--caption", str(broken)]) == 2
     assert "not a readable image" in capsys.readouterr().err
-    assert main(["generate", str(trained_run), "--prompt", "x", "--method", "euler"]) == 2
+    assert main(["generate", str(transfusion_run), "--prompt", "x", "--method", "euler"]) == 2
     assert "method='euler'" in capsys.readouterr().err
     Trainer(small_recipe(small_corpus, tmp_path, steps=1, checkpoint_every=1, name="chameleon"),
             log=lambda _: None).train()

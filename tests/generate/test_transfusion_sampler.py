@@ -38,10 +38,8 @@ def test_the_cached_prompt_gives_what_recomputing_it_each_step_gives(method, tow
     # the first step divides by sqrt(abar) ~ 1e-2: a float rounding in eps grows a hundredfold
     torch.testing.assert_close(cached, full, atol=1e-2, rtol=1e-3)
     # the denoiser itself agrees tightly at every noise level
-    prompts = [[1, *c, LAYOUT.special("<boi>")] for c in CAPTIONS] + [[1, LAYOUT.special("<boi>")]] * 2
-    rows = s._left_padded(prompts)
     x = torch.randn(4, *LATENT)
-    cached_step, full_step = s._cached_denoiser(rows), s._full_denoiser(rows)
+    cached_step, full_step = (s.denoiser(CAPTIONS + [[], []], reuse_prompt=reuse) for reuse in (True, False))
     with torch.no_grad():
         for timestep in (0, 25, 49):
             torch.testing.assert_close(cached_step(x, timestep), full_step(x, timestep), atol=1e-5, rtol=1e-5)

@@ -123,6 +123,14 @@ def _samples_markdown(samples: Optional[dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{100 * by[kind][a]:.0f}%" for kind in ("text_to_image",
                                                                                         "image_to_text")
                                                       for a in attributes) + " |")
+        use = {label: by["caption_use"] for label, by in scores.items()
+               if label not in ("scenes", "ceiling") and "caption_use" in by}
+        if use:
+            lines += ["", "Does the denoiser read the caption? Mean squared error of the predicted noise on "
+                      "those scenes at fixed timesteps and noise, with the image's own caption, another "
+                      "scene's, none, and its own with the transformer's output zeroed (`bypass`: what the "
+                      "patch path does alone). Own below other and none: the caption is used.", "",
+                      *caption_use_table(use)]
     if samples["captions"]:
         labels = [k for k in samples["captions"][0] if k != "true"]
         lines += ["", "Greedy captions of validation images:", "",
@@ -130,6 +138,18 @@ def _samples_markdown(samples: Optional[dict]) -> str:
         lines += ["| " + " | ".join(row[k].replace("|", "/") for k in ["true", *labels]) + " |"
                   for row in samples["captions"]]
     return "\n".join(lines) + "\n"
+
+
+def caption_use_table(errors: Dict[str, Dict[str, Dict[int, float]]]) -> List[str]:
+    """Markdown lines of :func:`.caption_use.caption_use`'s noise errors: a row per label
+    (architecture or run) and prompt condition, a column per timestep."""
+    steps = list(next(iter(errors.values()))["caption"])
+    lines = ["| | prompt | " + " | ".join(f"t = {t}" for t in steps) + " |", "|---|---|" + "---:|" * len(steps)]
+    for label, by_condition in errors.items():
+        for index, (condition, by_step) in enumerate(by_condition.items()):
+            lines.append(f"| {label if index == 0 else ''} | {condition} | "
+                         + " | ".join(f"{by_step[t]:.3f}" for t in steps) + " |")
+    return lines
 
 
 def _markdown(experiment, results, matching, plots, preset) -> str:

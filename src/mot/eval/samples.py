@@ -7,7 +7,9 @@
   (:mod:`.shape_scores`; its accuracy on VAE reconstructions of rendered scenes is the ceiling);
 * image -> text, scored: a greedy caption of each of those scenes' images, and the share that
   name its attributes (``shape_scores.caption_names``); the first ``captions`` are shown beside
-  the true captions.
+  the true captions;
+* whether the denoiser reads the caption: its noise error on those scenes with their own caption,
+  another's and none (:mod:`.caption_use`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..data.settings import open_corpus
 from ..generate.pipeline import TransfusionPipeline
 from ..generate.transfusion import ImageSampling
+from .caption_use import caption_use
 from .experiment import SamplesConfig
 from .plots import save_figure
 from .shape_scores import ShapeScorer, accuracy, caption_accuracy, parse_caption
@@ -92,6 +95,9 @@ def _scored(pipelines: Dict[str, TransfusionPipeline], samples: SamplesConfig, s
         written[label] = [pipeline.decode_text(c) for c in pipeline.sampler.image_to_text(latents)]
         scores[label] = {"text_to_image": accuracy(scorer.read(drawn), truth),
                          "image_to_text": caption_accuracy(written[label], truth)}
+        if len(scenes) >= 2:  # "another scene's caption" needs a second scene
+            scores[label]["caption_use"] = caption_use(pipeline.sampler, latents, [s["caption"] for s in scenes],
+                                                       seed=samples.seed)
     shown = [{"true": caption, **{label: written[label][i] for label in pipelines}}
              for i, caption in enumerate(captions[:samples.captions])]
     return {"scores": scores, "captions": shown}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ class TransfusionPipeline:
     """``text_to_image(prompts)`` -> ``uint8 [N, S, S, 3]``; ``image_to_text(images)`` -> captions."""
 
     def __init__(self, model: MoTModel, layout: VocabLayout, text: BPETokenizer, vae: ImageVAE,
-                 train_steps: int = 1000, schedule: str = "cosine"):
+                 train_steps: int = 1000, schedule: str = "cosine", corpus_dir: Optional[Path] = None):
         self.text, self.vae, self.layout = text, vae, layout
+        self.corpus_dir = corpus_dir  # the prepared corpus the tokenizers come from, when known
         self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule)
 
     @classmethod
@@ -45,7 +46,7 @@ class TransfusionPipeline:
         if tuple(vae.config.latent_shape) != latent_shape_of(corpus.manifest):
             raise SamplingError(f"{corpus.directory}: the VAE's latents {vae.config.latent_shape} are not the shards'")
         return cls(model, corpus.layout("transfusion"), text, vae, config.diffusion.train_steps,
-                   config.diffusion.schedule)
+                   config.diffusion.schedule, corpus.directory)
 
     def encode_text(self, prompt: str) -> List[int]:
         return self.layout.to_global("text", np.array(self.text.encode(prompt), dtype=np.int64)).tolist()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -126,21 +126,14 @@ class TransfusionSampler:
     def text_to_image(self, captions: Sequence[Sequence[int]], sampling: ImageSampling = ImageSampling(),
                       reuse_prompt: bool = True) -> torch.Tensor:
         """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials)."""
-        if not captions:
-            raise SamplingError("captions is empty: give at least one prompt")
-        for index, caption in enumerate(captions):
-            self._check_text(caption, f"captions[{index}]")
         guided = sampling.cfg_scale != 1.0
-        prompts = [[self.bos, *caption, self.boi] for caption in captions]
-        if guided:
-            prompts += [[self.bos, self.boi]] * len(captions)
-        rows = self._left_padded(prompts)
+        # With guidance the unconditional prompts (empty captions) run in the same batch.
+        denoise = self.denoiser(list(captions) + ([[]] * len(captions) if guided else []), reuse_prompt)
         scheduler = DiffusionScheduler(self.train_steps, self.schedule, method=sampling.method, eta=sampling.eta,
                                        clip_sample=sampling.clip_latents)
         scheduler.set_timesteps(sampling.steps)
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         x = torch.randn((len(captions), *self.latent_shape), generator=generator, device=self.device)
-        denoise = self._cached_denoiser(rows) if reuse_prompt else self._full_denoiser(rows)
         for timestep in scheduler.timesteps.tolist():
             eps = denoise(torch.cat([x, x]) if guided else x, timestep)
             if guided:
@@ -148,6 +141,19 @@ class TransfusionSampler:
                 eps = unconditional + sampling.cfg_scale * (conditional - unconditional)
             x = scheduler.step(eps, timestep, x, generator=generator)
         return x
+
+    @torch.no_grad()
+    def denoiser(self, captions: Sequence[Sequence[int]], reuse_prompt: bool = True
+                 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The model's noise prediction for an image after each of ``captions`` (unified text ids; an
+        empty caption is the unconditional prompt ``<bos> <boi>``): ``eps = denoise(x_t, t)`` with
+        ``x_t`` ``[len(captions), C, h, w]``. The prompts are computed once here when ``reuse_prompt``."""
+        if not captions:
+            raise SamplingError("captions is empty: give at least one prompt")
+        for index, caption in enumerate(captions):
+            self._check_text(caption, f"captions[{index}]")
+        rows = self._left_padded([[self.bos, *caption, self.boi] for caption in captions])
+        return self._cached_denoiser(rows) if reuse_prompt else self._full_denoiser(rows)
 
     def _image_rows(self, prompt_lengths: torch.Tensor) -> dict:
         """The ``P`` image positions and ``<eoi>`` after prompts of ``prompt_lengths [B]``, as model
