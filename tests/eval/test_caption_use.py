@@ -81,3 +81,5 @@ def test_mot_analyze_caption_use_writes_the_errors(transfusion_run, tmp_path, ca
     assert written["scenes"] >= 2 and set(written["errors"]) == set(CONDITIONS)
     assert all(len(by) == 5 for by in written["errors"].values())
     assert "| transfusion | caption |" in capsys.readouterr().out
+    assert main(["analyze", "caption-use", str(transfusion_run), "--scenes", "1", "--out", str(tmp_path)]) == 2
+    assert "caption-use needs 2 or more" in capsys.readouterr().err

@@ -71,4 +71,3 @@ def caption_use(sampler: TransfusionSampler, latents: torch.Tensor, captions: Se
                 eps = denoisers[name](x_t, int(t))
             errors[name][int(t)] = float(torch.mean((eps.float() - noise_t) ** 2))
     return errors
-
