@@ -8,7 +8,8 @@
 ``mot summary [--context N]``                          every paper preset: sizes and FLOPs per token
 
 Bad input (an unknown preset or key, a missing file, an invalid value) prints one line to stderr
-and exits with status 2.
+and exits with status 2; :mod:`mot.cli_errors` maps every failure to its line and status.
+``mot --debug <verb> ...`` (or ``MOT_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -23,13 +24,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from .cli_errors import debug_requested, describe
 from .config import ConfigError, ModelConfig, load_config, save_config
-from .model.accounting import AccountingError, flops_per_token, format_number, verify_parameter_counts
+from .model.accounting import flops_per_token, format_number, verify_parameter_counts
 from .presets import get_preset, is_preset, preset_info, preset_names
-from .train.commands import TrainingFailed
-
-#: Exit status for bad input (the same as argparse's usage errors).
-USAGE_ERROR = 2
 
 
 def resolve_config(source: str, overrides: Sequence[str] = ()) -> ModelConfig:
@@ -138,16 +136,11 @@ def _config_save(args: argparse.Namespace, console: Console) -> int:
 
 
 def _prepare(args: argparse.Namespace, console: Console) -> int:
-    from .data.documents import DocumentError
-    from .data.prepare import PrepareConfig, PrepareError, prepare
-    from .data.prepare_streams import StreamError
+    from .data.prepare import PrepareConfig, prepare
 
     overrides = [*args.overrides, *(["skip_bad=true"] if args.skip_bad else [])]
     config = load_config(PrepareConfig, args.config, overrides)
-    try:
-        manifest = prepare(config, log=console.out)
-    except (PrepareError, DocumentError, StreamError) as error:
-        raise ConfigError(str(error)) from None
+    manifest = prepare(config, log=console.out)
     console.out(f"prepared {config.name}: {manifest}")
     return 0
 
@@ -220,6 +213,8 @@ def _analyze_caption_use(args: argparse.Namespace, console: Console) -> int:
 def _plot(args: argparse.Namespace, console: Console) -> int:
     from .eval.plots import plot_runs
 
+    if Path(args.out).suffix.lower() != ".png":  # matplotlib would pick the format from the suffix
+        raise ConfigError(f"--out {args.out}: must name a .png file")
     for run in args.runs:
         if not (Path(run) / "metrics.jsonl").is_file():
             raise ConfigError(f"{run} is not a run directory with metrics: {run}/metrics.jsonl is missing")
@@ -256,6 +251,8 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mot",
                                      description="Mixture-of-Transformers: configs and model accounting.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a failure instead of one line (also: MOT_DEBUG=1)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{config,prepare,train,compare,generate,analyze,export,plot,summary}")
 
     config = verbs.add_parser("config", help="list, show and save model configs")
@@ -361,12 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     try:
         return args.run(args, console)
-    except (ConfigError, OSError) as error:
-        print(f"mot: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except TrainingFailed as error:  # the guard stopped a run: not a usage error
-        print(f"mot: {error}", file=sys.stderr)
-        return 1
-    except AccountingError as error:  # a bug in mot, not bad input
-        print(f"mot: internal error: {error}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as error:
+        if debug_requested(args.debug):
+            raise
+        line, status = describe(error)
+        print(line, file=sys.stderr)
+        return status

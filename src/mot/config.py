@@ -17,9 +17,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
+
+from .errors import MotError
+from .io import YamlError, read_yaml
 
 #: Components whose weights can be untied per tower (DESIGN.md §2).
 COMPONENTS = ("ffn", "attention", "norms")
@@ -32,7 +35,7 @@ MOE_ROUTINGS = ("expert_choice", "token_choice")
 LATENT_ENCODERS = ("linear", "unet")
 
 
-class ConfigError(ValueError):
+class ConfigError(MotError, ValueError):
     """A configuration value is invalid; the message names the field and the value."""
 
 
@@ -181,11 +184,31 @@ def _fail(field_name: str, value: Any, why: str) -> None:
     raise ConfigError(f"{field_name}={value!r}: {why}")
 
 
+def is_finite_number(value: Any) -> bool:
+    """An int or a finite float; not a bool (YAML's ``true`` is no number)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def check_number(field_name: str, value: Any, why: str, in_range: Callable[[float], bool] = lambda _: True,
+                 error: Type[ConfigError] = ConfigError) -> None:
+    """Raise ``error`` naming ``field_name`` unless ``value`` is a finite number within ``in_range``.
+
+    Every float field of every config goes through here, because a range check alone is not
+    enough: ``nan`` fails every comparison (so ``value <= 0`` lets it through) and ``inf`` passes
+    ``value > 0``. ``why`` says what is required ("must be a positive number").
+    """
+    if not is_finite_number(value):
+        suffix = " (nan and infinities are refused)" if isinstance(value, float) and "finite" not in why else ""
+        raise error(f"{field_name}={value!r}: {why}{suffix}")
+    if not in_range(value):
+        raise error(f"{field_name}={value!r}: {why}")
+
+
 def _check_positive(config: Any, prefix: str, names: Sequence[str]) -> None:
     for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            _fail(prefix + name, value, "must be a positive number")
+        check_number(prefix + name, getattr(config, name), "must be a positive number", lambda v: v > 0)
 
 
 def _check_choice(field_name: str, value: Any, choices: Sequence[str]) -> None:
@@ -278,39 +301,67 @@ def load_config(cls: Type[C], path: Optional[str | Path] = None, overrides: Sequ
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        merged = OmegaConf.structured(base if base is not None else cls)
-        if path is not None:
+    # Besides OmegaConf's and YAML's own: TypeError, OmegaConf's merge of a list into a mapping
+    # (``towers=[1, 2]``); ValueError, YAML's integer of 5,000 digits; RecursionError, lists
+    # nested thousands deep; LookupError, OmegaConf's parse of the key ``[``. Errors of mot
+    # (validation, the file's reader) name the field already.
+    invalid = (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, RecursionError, LookupError)
+    merged = OmegaConf.structured(base if base is not None else cls)
+    if path is not None:
+        try:
             merged = _merge(merged, OmegaConf.create(_read_yaml(Path(path))))
-        if overrides:
-            for item in overrides:
-                if "=" not in item:
-                    raise ConfigError(f"override {item!r} is not of the form key=value")
-            merged = _merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        except MotError:
+            raise
+        except invalid as error:
+            raise ConfigError(f"invalid config in {path}: {_first_line(error)}") from None
+    for item in overrides:  # one at a time, so that an error names the override at fault
+        shown = repr(item) if len(item) <= 80 else repr(item[:80]) + "..."
+        if not item.partition("=")[0].strip() or "=" not in item:
+            raise ConfigError(f"override {shown} is not of the form key=value")
+        try:
+            merged = _merge(merged, OmegaConf.from_dotlist([item]))
+        except invalid as error:
+            raise ConfigError(f"override {shown}: {_first_line(error)}") from None
+    try:
         return OmegaConf.to_object(merged)  # runs __post_init__ validation
-    except OmegaConfBaseException as error:
+    except MotError:
+        raise
+    except invalid as error:
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid config{where}: {_first_line(error)}") from None
 
 
 def _merge(base, update):
     """OmegaConf merge, except that a plain mapping field (a tower map) given anew replaces the
-    old one whole: ``towers={text: a, image: a}`` over a preset must not keep the preset's keys."""
+    old one whole, at any depth: ``towers={text: a, image: a}`` over a preset, or
+    ``model.towers=...`` over a recipe's preset, must not keep the preset's keys."""
+    from omegaconf import OmegaConf
+
+    _replace_mappings(base, update)
+    return OmegaConf.merge(base, update)
+
+
+def _replace_mappings(base, update) -> None:
+    """Move each plain mapping field of ``update`` into ``base`` whole (both OmegaConf nodes)."""
     from omegaconf import DictConfig, OmegaConf
 
     for key in list(update.keys()):
-        if key in base and OmegaConf.get_type(base, key) is dict and isinstance(update[key], DictConfig):
-            base[key] = update.pop(key)
-    return OmegaConf.merge(base, update)
+        if key not in base or not isinstance(update[key], DictConfig):
+            continue
+        if OmegaConf.get_type(base, key) is dict:
+            OmegaConf.update(base, key, update.pop(key), merge=False)
+        elif isinstance(base[key], DictConfig):  # a nested config section: look inside it
+            _replace_mappings(base[key], update[key])
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(path)!r} {what}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+        data = read_yaml(path)
+    except YamlError as error:
+        raise ConfigError(f"config file {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -93,7 +93,7 @@ def test_training_reduces_reconstruction_error(trained, digits):
 def test_save_load_round_trip_and_fingerprint(trained, digits, tmp_path):
     model, _ = trained
     model.save(tmp_path / "vq")
-    assert sorted(p.name for p in (tmp_path / "vq").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "vq").iterdir()) == ["checksums.json", "config.json", "model.safetensors"]
     loaded = ImageVQ.load(tmp_path / "vq")
     assert loaded.config == model.config
     codes = model.encode(digits[:20])

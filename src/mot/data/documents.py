@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from mot.data.imaging import rgb_array
+from mot.data.imaging import open_image, rgb_array
+from mot.errors import MotError
 
 # Why a document is bad: the keys of ReadReport.skipped, so a manifest can count each kind.
 MALFORMED_JSON = "malformed_json"
@@ -56,7 +57,7 @@ REASONS = (MALFORMED_JSON, INVALID_UTF8, BAD_DOCUMENT, DUPLICATE_ID, UNKNOWN_SEG
 _EXAMPLES_KEPT = 20
 
 
-class DocumentError(ValueError):
+class DocumentError(MotError, ValueError):
     """A document that cannot be used. ``reason`` is one of :data:`REASONS`; ``path``, ``line``,
     ``doc_id`` and ``segment`` locate it (each ``None`` where unknown, e.g. a document built in
     memory has no file or line)."""
@@ -298,7 +299,7 @@ def _segment_from_dict(raw: Any, base_dir: str | os.PathLike | None) -> Segment:
         raise DocumentError(f"a segment must be a JSON object, got {type(raw).__name__}",
                             BAD_SEGMENT)
     kind = raw.get("type")
-    if kind not in SEGMENT_TYPES:
+    if not isinstance(kind, str) or kind not in SEGMENT_TYPES:  # a list or a dict is not hashable
         raise DocumentError(f"unknown segment type {kind!r}; known types: {list(SEGMENT_TYPES)}",
                             UNKNOWN_SEGMENT_TYPE)
     fields = set(raw) - {"type"}
@@ -321,9 +322,9 @@ def _decode_image(path: str, verify: bool) -> Image.Image:
         raise DocumentError(f"image file not found: {path}", MISSING_IMAGE)
     try:
         if verify:  # verify() checks structure and checksums (e.g. PNG CRCs) without decoding
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 image.verify()
-        image = Image.open(path)
+        image = open_image(path)
         image.load()  # decoding catches truncated pixel data, which verify() can miss
         return image
     # Pillow reports bad files through many exception types (OSError, SyntaxError, ValueError,
@@ -446,6 +447,10 @@ def _parse_line(raw: bytes, base_dir: Path) -> Document:
     except json.JSONDecodeError as error:
         raise DocumentError(f"malformed JSON: {error.msg} at column {error.colno}",
                             MALFORMED_JSON) from None
+    except RecursionError:  # thousands of nested [ or {: valid JSON, but no document
+        raise DocumentError("malformed JSON: nested too deeply", MALFORMED_JSON) from None
+    except ValueError as error:  # an integer of more digits than Python converts (4,300)
+        raise DocumentError(f"malformed JSON: {error}", MALFORMED_JSON) from None
     return Document.from_dict(obj, base_dir)
 
 
@@ -453,7 +458,7 @@ def _guess_id(raw: bytes) -> str | None:
     """The document id of a line that failed, where it can still be read, for the message."""
     try:
         obj = json.loads(raw.decode("utf-8", errors="replace"))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     doc_id = obj.get("id") if isinstance(obj, dict) else None
     return doc_id if isinstance(doc_id, str) and doc_id else None

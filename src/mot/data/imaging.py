@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 from PIL import Image
 
 # Transparent pixels are shown on white, as an image viewer would show them. Converting straight
 # to RGB would instead expose whatever colour the transparent pixels happen to store (often black).
 _BACKGROUND = (255, 255, 255)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """``Image.open(path)``, refusing an image of more than ``Image.MAX_IMAGE_PIXELS`` pixels
+    before any pixel is decoded, with ``Image.DecompressionBombError``.
+
+    A PNG of a few hundred bytes can declare 30,000 x 30,000 pixels: decoding it would take
+    gigabytes. Pillow raises past twice the limit but only warns between the limit and that, and
+    a warning does not stop the decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombWarning as warning:
+            raise Image.DecompressionBombError(str(warning)) from None
 
 
 def rgb_array(image: Image.Image, size: int | None = None) -> np.ndarray:

@@ -23,13 +23,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import MotError
 from ..tokenizers.vocab import VocabLayout
 from .caption_dropout import drop_captions
 from .packing import DocumentStream, PackedBatch, piece_bounds, rows_to_batch
 from .shards import ShardReader
 
 
-class LoaderError(ValueError):
+class LoaderError(MotError, ValueError):
     """The loader's settings or a state to resume from are invalid."""
 
 

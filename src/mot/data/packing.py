@@ -26,6 +26,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..errors import MotError
 from ..model.routing import RoutingPlan, build_routing_plan
 from ..tokenizers.vocab import VocabLayout
 
@@ -35,7 +36,7 @@ IGNORE = -100
 PAD_DOCUMENT = -1
 
 
-class PackingError(ValueError):
+class PackingError(MotError, ValueError):
     """A document cannot be packed (for example an image span longer than a row)."""
 
 

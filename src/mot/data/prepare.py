@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import MotError
 from ..tokenizers.image_vq import ImageVQ, ImageVQConfig, train_image_vq
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
@@ -54,7 +55,7 @@ MANIFEST = "manifest.json"
 CONFIG_RECORD = "prepare_config.json"
 
 
-class PrepareError(RuntimeError):
+class PrepareError(MotError, RuntimeError):
     """The corpus cannot be prepared as configured; the message says why."""
 
 
@@ -98,7 +99,7 @@ class PrepareConfig:
     skip_bad: bool = False
 
     def __post_init__(self) -> None:
-        from ..config import ConfigError
+        from ..config import ConfigError, check_number
 
         for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps", "vae_steps",
                      "speech_utterances", "speech_sentences", "shapescenes_heldout"):
@@ -107,12 +108,9 @@ class PrepareConfig:
         unknown = set(self.image_tokenizers) - {"vq", "vae"}
         if unknown or not self.image_tokenizers or len(set(self.image_tokenizers)) != len(self.image_tokenizers):
             raise ConfigError(f"image_tokenizers={self.image_tokenizers}: must list vq and/or vae, each once")
-        if not 0 <= self.speech_only <= 1:
-            raise ConfigError(f"speech_only={self.speech_only}: must be between 0 and 1")
-        if not 0 < self.valid_fraction < 1:
-            raise ConfigError(f"valid_fraction={self.valid_fraction}: must be between 0 and 1")
-        if not 0 <= self.caption_first <= 1:
-            raise ConfigError(f"caption_first={self.caption_first}: must be between 0 and 1")
+        check_number("speech_only", self.speech_only, "must be between 0 and 1", lambda v: 0 <= v <= 1)
+        check_number("valid_fraction", self.valid_fraction, "must be between 0 and 1", lambda v: 0 < v < 1)
+        check_number("caption_first", self.caption_first, "must be between 0 and 1", lambda v: 0 <= v <= 1)
         if self.text_vocab <= 256:
             raise ConfigError(f"text_vocab={self.text_vocab}: must exceed the 256 byte values")
         if self.speech_units < 2:

@@ -22,6 +22,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..errors import MotError
 from ..tokenizers.vocab import VocabLayout
 from .documents import Document, ImageSegment, TextSegment, load_image
 from .packing import TokenizedDocument, document_stream
@@ -30,7 +31,7 @@ SPEECH = "speech"
 ENCODE_BATCH = 256
 
 
-class StreamError(ValueError):
+class StreamError(MotError, ValueError):
     """A document cannot be turned into a stream as configured; the message names it."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..errors import MotError
 from ..tokenizers.vocab import VocabLayout
 from .loader import Loader
 from .shards import ShardReader
@@ -32,7 +33,11 @@ LATENT_PATCH_SIZE = 2
 SPEECH_MIXTURE = (1, 6)
 
 
-class CorpusError(ValueError):
+#: what every manifest holds, and what :class:`Corpus` reads without checking
+MANIFEST_KEYS = ("vocab", "shards", "tokenizers")
+
+
+class CorpusError(MotError, ValueError):
     """A prepared corpus is missing, or lacks what a setting needs; the message says what."""
 
 
@@ -163,9 +168,14 @@ def open_corpus(directory: str | Path) -> Corpus:
     if not path.is_file():
         raise CorpusError(f"{path} does not exist: run `mot prepare --config configs/data/<name>.yaml` first")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # bad JSON, bad UTF-8 (a ValueError too), absurd nesting
         raise CorpusError(f"{path} is not valid JSON ({error}); prepare the corpus again") from None
+    if not isinstance(manifest, dict):
+        raise CorpusError(f"{path} holds a {type(manifest).__name__}, not a JSON object; prepare the corpus again")
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise CorpusError(f"{path} lacks {missing}; prepare the corpus again")
     return Corpus(directory, manifest)
 
 

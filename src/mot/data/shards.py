@@ -28,14 +28,15 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from ..tokenizers.fingerprint import sha256_file
+from ..errors import MotError
+from ..io import sha256_file
 from ..tokenizers.vocab import VocabError, VocabLayout
 from .packing import DocumentStream
 
 META_FILE = "shard.json"
 
 
-class ShardError(RuntimeError):
+class ShardError(MotError, RuntimeError):
     """A shard is missing, incomplete or does not match its recorded hashes."""
 
 
@@ -106,6 +107,17 @@ def _check_latents(directory: Path, streams: List[np.ndarray], latents: Sequence
     return offsets, stacked
 
 
+def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """The array of the ``.npy`` file ``path`` (memory-mapped if ``mmap``). A shard holds plain
+    numbers, so nothing is unpickled: an array of Python objects, which would run code when
+    unpickled, is refused like any other unreadable file, with a :class:`ShardError` naming it."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        reason = str(error).split(". ")[0].rstrip(".")  # not numpy's advice on loading it unsafely
+        raise ShardError(f"{path} is not a readable .npy array of numbers: {reason}") from None
+
+
 class ShardReader:
     """Random access to the documents of one shard (memory-mapped)."""
 
@@ -143,12 +155,12 @@ class ShardReader:
             if verify and sha256_file(path) != expected:
                 raise ShardError(f"{path} does not match the hash in {META_FILE}: the shard is corrupt "
                                  f"or was modified; prepare it again")
-        self.tokens = np.load(self.directory / "tokens.npy", mmap_mode="r")
-        self.offsets = np.load(self.directory / "offsets.npy")
+        self.tokens = _load_array(self.directory / "tokens.npy", mmap=True)
+        self.offsets = _load_array(self.directory / "offsets.npy")
         self.continuous = self.meta.get("continuous")
         if self.continuous is not None:
-            self.latents = np.load(self.directory / "latents.npy", mmap_mode="r")
-            self.latent_offsets = np.load(self.directory / "latent_offsets.npy")
+            self.latents = _load_array(self.directory / "latents.npy", mmap=True)
+            self.latent_offsets = _load_array(self.directory / "latent_offsets.npy")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

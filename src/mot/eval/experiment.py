@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, check_number, load_config
 from ..train.recipe import TrainConfig, load_recipe
 
 #: recipe fields an architecture may not change: what "identical conditions" means
@@ -86,8 +86,7 @@ class ExperimentConfig:
         for label in self.architectures:
             if not label or "/" in label:
                 raise ConfigError(f"architectures: {label!r} is not a valid directory name")
-        if not 0 <= self.smoothing < 1:
-            raise ConfigError(f"smoothing={self.smoothing!r}: must be in [0, 1)")
+        check_number("smoothing", self.smoothing, "must be in [0, 1)", lambda v: 0 <= v < 1)
         from ..generate.transfusion import ImageSampling, SamplingError
 
         try:  # the sampling settings fail here, before any training, not after it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..config import ConfigError
 from ..train.metrics import read_metrics
 
 
@@ -33,7 +34,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, title: str = "") 
     runs = {Path(r).name: loss_curves(r) for r in run_dirs}
     groups = sorted({g for curves in runs.values() for g in curves}, key=lambda g: (g != "train", g))
     if not groups:
-        raise ValueError(f"no metrics in {[str(r) for r in run_dirs]}")
+        raise ConfigError(f"no metrics in {[str(r) for r in run_dirs]}: the runs have not logged a step yet")
     figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), squeeze=False)
     styles = ["-", "--", ":", "-."]
     for axis, group in zip(axes[0], groups):

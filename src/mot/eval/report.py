@@ -38,11 +38,22 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
                 for modality, loss in losses.items():
                     if loss is not None:
                         valid.setdefault(split, {}).setdefault(modality, []).append([record["step"], loss])
-    environment = config.run_dir / ENVIRONMENT_FILE
     return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
             "training_seconds": sum(r["seconds"] for r in records if r["kind"] == "train"),
             "steps": config.steps, "train": train, "valid": valid,
-            "environment": json.loads(environment.read_text()) if environment.is_file() else {}}
+            "environment": read_environment(config.run_dir / ENVIRONMENT_FILE)}
+
+
+def read_environment(path: Path) -> dict:
+    """A run's ``environment.json`` (absent: ``{}``). A damaged one reads as ``{"damaged": why}``
+    rather than an error: it only describes the machine, and the report's numbers do not need it."""
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # bad JSON or bad UTF-8 (a ValueError too)
+        return {"damaged": f"{path}: {error}"}
+    return facts if isinstance(facts, dict) else {"damaged": f"{path}: not a JSON object"}
 
 
 def _curves(result: dict, smoothing: float) -> Dict[str, List[list]]:

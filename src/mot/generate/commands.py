@@ -8,20 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from .transfusion import ImageSampling
+from ..data.imaging import open_image
+from .transfusion import ImageSampling, check_temperature
 
 
 def _read_image(path: str, size: int) -> np.ndarray:
-    """``uint8 [size, size, 3]``: the file as RGB, resized (box filter) when it is another size."""
-    from PIL import Image, UnidentifiedImageError
+    """``uint8 [size, size, 3]``: the file as RGB, resized (box filter) when it is another size.
+    An image of absurdly many pixels is refused before it is decoded (:func:`open_image`)."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image = image.convert("RGB")
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BOX)
             return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
+    # Pillow reports bad files through many exception types (OSError, SyntaxError, ValueError,
+    # DecompressionBombError ...); every one of them means the file is unusable.
+    except Exception as error:  # noqa: BLE001
         raise ConfigError(f"--caption {path}: not a readable image ({error})") from None
 
 
@@ -33,6 +37,10 @@ def generate_command(args, console) -> int:
 
     if not args.prompt and not args.caption:
         raise ConfigError("nothing to do: give --prompt TEXT (text -> image) or --caption IMAGE (image -> text)")
+    for prompt in args.prompt:  # checked before the model loads, as every argument is
+        if not prompt.strip():
+            raise ConfigError(f"--prompt {prompt!r}: a prompt must hold some text")
+    check_temperature(args.temperature)
     sampling = ImageSampling(args.steps, args.method, args.cfg_scale, seed=args.seed)
     pipeline = TransfusionPipeline.from_run(args.run_dir, log=console.out)
     if args.prompt:

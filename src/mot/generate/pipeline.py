@@ -55,7 +55,11 @@ class TransfusionPipeline:
         return self.text.decode(self.layout.to_local("text", np.array(ids, dtype=np.int64)).tolist())
 
     def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling()) -> np.ndarray:
-        """Images ``uint8 [N, S, S, 3]`` for ``prompts``."""
+        """Images ``uint8 [N, S, S, 3]`` for ``prompts``; an empty prompt is refused, since it would
+        silently draw the unconditional image that guidance subtracts."""
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise SamplingError(f"prompts[{index}]={prompt!r}: a prompt must hold some text")
         latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling)
         return tensor_to_uint8(self.vae.decode(latents.to(self.vae.device))).cpu().numpy()
 

@@ -26,13 +26,12 @@ restricted to text ids and ``<eos>``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, check_number
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
 from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
@@ -44,6 +43,19 @@ IMAGE_SPAN = 1  # the span id of the image being generated (the prompt has none)
 
 class SamplingError(ConfigError):
     """A bad sampling argument or prompt; the message names it."""
+
+
+def check_seed(name: str, seed) -> None:
+    """Raise :class:`SamplingError` unless ``seed`` is an integer in ``[0, 2**64)``, the seeds
+    torch's generators take: a negative one would be folded silently onto a positive one."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise SamplingError(f"{name}={seed!r}: must be an integer in [0, 2**64)")
+
+
+def check_temperature(temperature) -> None:
+    """Raise :class:`SamplingError` unless ``temperature`` is a finite number >= 0 (0: greedy)."""
+    check_number("temperature", temperature, "must be a finite number >= 0 (0: greedy)", lambda v: v >= 0,
+                 SamplingError)
 
 
 @dataclass
@@ -70,11 +82,12 @@ class ImageSampling:
             raise SamplingError(f"steps={self.steps!r}: must be an integer >= 1")
         if self.method not in METHODS:
             raise SamplingError(f"method={self.method!r}: must be one of {list(METHODS)}")
-        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
-            raise SamplingError(f"cfg_scale={self.cfg_scale!r}: must be a finite number >= 0")
-        if self.clip_latents is not None and not (isinstance(self.clip_latents, (int, float))
-                                                  and math.isfinite(self.clip_latents) and self.clip_latents > 0):
-            raise SamplingError(f"clip_latents={self.clip_latents!r}: must be a finite number > 0, or None")
+        check_number("cfg_scale", self.cfg_scale, "must be a finite number >= 0", lambda v: v >= 0, SamplingError)
+        check_number("eta", self.eta, "must be a finite number >= 0", lambda v: v >= 0, SamplingError)
+        if self.clip_latents is not None:
+            check_number("clip_latents", self.clip_latents, "must be a finite number > 0, or None", lambda v: v > 0,
+                         SamplingError)
+        check_seed("seed", self.seed)
 
 
 @dataclass
@@ -129,6 +142,9 @@ class TransfusionSampler:
         guided = sampling.cfg_scale != 1.0
         # With guidance the unconditional prompts (empty captions) run in the same batch.
         denoise = self.denoiser(list(captions) + ([[]] * len(captions) if guided else []), reuse_prompt)
+        if sampling.steps > self.train_steps:  # the scheduler's own error would not name the argument
+            raise SamplingError(f"steps={sampling.steps}: more than the {self.train_steps} diffusion steps the "
+                                f"model was trained with")
         scheduler = DiffusionScheduler(self.train_steps, self.schedule, method=sampling.method, eta=sampling.eta,
                                        clip_sample=sampling.clip_latents)
         scheduler.set_timesteps(sampling.steps)
@@ -208,8 +224,10 @@ class TransfusionSampler:
         if latents.dim() != 4 or tuple(latents.shape[1:]) != self.latent_shape:
             raise SamplingError(f"latents must have shape [images, {', '.join(map(str, self.latent_shape))}], "
                                 f"got {list(latents.shape)}")
-        if max_new_tokens < 1 or temperature < 0:
-            raise SamplingError(f"max_new_tokens={max_new_tokens}, temperature={temperature}: need >= 1 and >= 0")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise SamplingError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 1")
+        check_temperature(temperature)
+        check_seed("seed", seed)
         images = len(latents)
         head = torch.tensor([self.bos, self.boi], device=self.device)
         image = self._image_rows(torch.full((images,), 2, device=self.device))
@@ -231,7 +249,11 @@ class TransfusionSampler:
             if temperature == 0:
                 chosen = logits.argmax(dim=-1)
             else:
-                chosen = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
+                # The best logit is subtracted first (at a tiny temperature the quotient would
+                # overflow to inf, and softmax(inf) is nan), in fp64, where a temperature such as
+                # 1e-300 does not round to 0.
+                scaled = (logits - logits.amax(dim=-1, keepdim=True)).double() / temperature
+                chosen = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
             chosen = torch.where(finished, torch.full_like(chosen, self.eos), chosen)
             for row, token in enumerate(chosen.tolist()):
                 if not finished[row] and token != self.eos:

@@ -1,8 +1,9 @@
 """Checks of the model's inputs, with errors that name the field and the offending value.
 
-Shape checks read only host-side sizes. Value checks (token and modality ranges) read the
-tensors, which on a GPU is a host sync: the model runs them only when it builds the routing plan
-itself; a loader that passes a precomputed plan validates its data on the host instead.
+Shape checks read only host-side sizes. Value checks (token and modality ranges, contiguous
+document and span ids) read the tensors, which on a GPU is a host sync: the model runs them
+only when it builds the routing plan itself; a loader that passes a precomputed plan validates
+its data on the host instead.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Optional
 import torch
 
 from ..config import ModelConfig
+from ..errors import MotError
 
 
-class InputError(ValueError):
+class InputError(MotError, ValueError):
     """A model input has the wrong shape, dtype or values."""
 
 
@@ -50,6 +52,42 @@ def check_values(config: ModelConfig, tokens: torch.Tensor, modality_ids: torch.
                  f"the modality list {config.modalities}")
     if positions is not None:
         _check_range("positions", positions, 0, config.max_seq_len, f"max_seq_len={config.max_seq_len}")
+
+
+def check_mask_ids(document_ids: Optional[torch.Tensor], span_ids: Optional[torch.Tensor], cached: int = 0) -> None:
+    """Span ids are >= 0, and each document id and each non-zero span id is one contiguous run of its row.
+
+    The mask (``masks.MaskSpec``) joins every position of an id, wherever it is: a span id that
+    comes back lets the first run attend to the later one (a future-token leak), and a document
+    id that comes back lets two documents whose positions restart see each other. Document ids
+    may be negative (packing pads with -1). With a KV cache the ids are the ``cached``
+    positions' followed by the new ones, so that a decoding step cannot reopen an earlier run.
+    """
+    if span_ids is not None:
+        negative = span_ids < 0
+        if bool(negative.any()):
+            row, position = (int(i) for i in negative.nonzero()[0])
+            raise InputError(f"span_ids[{row}, {position}] = {int(span_ids[row, position])} is negative; a span "
+                             f"id is 0 outside bidirectional spans and a positive number inside one")
+        _check_contiguous("span_ids", "span", span_ids, cached, skip_zero=True)
+    if document_ids is not None:
+        _check_contiguous("document_ids", "document", document_ids, cached, skip_zero=False)
+
+
+def _check_contiguous(name: str, what: str, ids: torch.Tensor, cached: int, skip_zero: bool) -> None:
+    # A stable sort groups each row's positions by id, in sequence order within an id; an id is one
+    # run exactly when the positions of neighbours in this order that share it are neighbours in the row.
+    order = ids.argsort(dim=1, stable=True)  # [B, S]
+    grouped = ids.gather(1, order)
+    gap = (grouped[:, 1:] == grouped[:, :-1]) & (order[:, 1:] - order[:, :-1] != 1)  # [B, S-1]
+    if skip_zero:
+        gap &= grouped[:, 1:] != 0
+    if bool(gap.any()):
+        row, k = (int(i) for i in gap.nonzero()[0])
+        where = f" (the {cached} cached positions, then the new ones)" if cached else ""
+        raise InputError(f"{name}[{row}]{where}: {what} {int(grouped[row, k])} ends at position {int(order[row, k])} "
+                         f"and comes back at position {int(order[row, k + 1])}; each {what} id must be one "
+                         f"contiguous run of its row, or its runs attend to each other")
 
 
 def check_latent_shapes(config: ModelConfig, latents: Optional[torch.Tensor], latent_starts: Optional[torch.Tensor],

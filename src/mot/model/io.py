@@ -1,7 +1,15 @@
-"""Release format: ``config.json`` + ``model.safetensors`` (as Hugging Face models ship).
+"""Release format: ``config.json`` + ``model.safetensors`` (as Hugging Face models ship), and
+``checksums.json``, the size and SHA-256 of the weights, which loading checks.
 
 Tensor names are the module paths, so per-tower weights read as their tower:
 ``blocks.3.attention.qkv.towers.image.weight``, ``blocks.3.ffn.towers.text.down.weight``.
+
+The checksums live in a sidecar written last and atomically, like a training checkpoint's
+``complete.json``, rather than in the safetensors header: a hash of the whole file covers the
+header too, it is computed by the same ``sha256_file`` as checkpoints and shards, and
+``model.safetensors`` stays a file that any safetensors reader opens. A save that stops early
+leaves either the previous files, which still match the previous checksums, or new weights that
+do not match them, which loading reports; never weights that load unchecked.
 """
 
 from __future__ import annotations
@@ -14,17 +22,22 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, ModelConfig, load_config
+from ..errors import MotError
+from ..io import sha256_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUMS_FORMAT = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MotError, RuntimeError):
     """A saved model is missing, corrupt, or does not fit the architecture it claims."""
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory``; each file appears whole or not at all."""
+    """Write ``config.json``, ``model.safetensors`` and, last, ``checksums.json`` into ``directory``;
+    each file appears whole or not at all."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -33,7 +46,50 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path) -> Path:
     _atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path), metadata={"format": "pt"}))
     config_text = json.dumps(model.config.to_dict(), indent=2) + "\n"
     _atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(config_text))
+    write_checksums(directory)
     return directory
+
+
+def write_checksums(directory: str | Path, names: tuple = (WEIGHTS_FILE,)) -> None:
+    """Record the size and SHA-256 of each of ``names`` in ``directory/checksums.json``, atomically.
+
+    The content depends on the files' bytes alone (sorted keys, no time), so a directory's
+    fingerprint (``mot.tokenizers.fingerprint``) still depends on its config and weights alone."""
+    directory = Path(directory)
+    files = {name: {"bytes": (directory / name).stat().st_size, "sha256": sha256_file(directory / name)}
+             for name in names}
+    text = json.dumps({"format": CHECKSUMS_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
+    _atomic_write(directory / CHECKSUMS_FILE, lambda path: Path(path).write_text(text))
+
+
+def verify_checksums(directory: str | Path, opt_out: str, names: tuple = (WEIGHTS_FILE,)) -> None:
+    """Raise :class:`CheckpointError`, naming the file, unless each of ``names`` has the size and
+    SHA-256 that ``checksums.json`` records. ``opt_out`` is the call that loads without this check
+    (quoted in the message, for weights edited on purpose or saved before checksums existed)."""
+    directory = Path(directory)
+    record = directory / CHECKSUMS_FILE
+    trusted = f"if you trust the weights, load them with {opt_out} and save them again to record checksums"
+    if not record.is_file():
+        raise CheckpointError(f"{record} does not exist, so {directory / names[0]} cannot be checked for damage "
+                              f"(saved before mot recorded checksums, or the save did not finish); {trusted}")
+    try:
+        info = json.loads(record.read_text())
+        expected = {name: (int(info["files"][name]["bytes"]), str(info["files"][name]["sha256"])) for name in names}
+        version = info["format"]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{record} is unreadable ({type(error).__name__}: {error}); {trusted}") from None
+    if version != CHECKSUMS_FORMAT:
+        raise CheckpointError(f"{record} has format {version!r}; this version of mot reads format {CHECKSUMS_FORMAT}")
+    repair = f"restore it from a good copy or save it again; to load weights edited on purpose, use {opt_out}"
+    for name, (size, digest) in expected.items():
+        path = directory / name
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"{path} is corrupt or truncated: it has {actual} bytes, {CHECKSUMS_FILE} "
+                                  f"records {size}; {repair}")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{path} is corrupt or was changed after saving: its SHA-256 differs from the "
+                                  f"one in {CHECKSUMS_FILE}; {repair}")
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -69,8 +125,12 @@ def load_model_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: {error}") from None
 
 
-def from_pretrained(directory: str | Path, device: torch.device | str = "cpu"):
-    """Load a model written by :func:`save_pretrained`; every tensor must match the config's architecture."""
+def from_pretrained(directory: str | Path, device: torch.device | str = "cpu", *, verify: bool = True):
+    """Load a model written by :func:`save_pretrained`; every tensor must match the config's architecture.
+
+    With ``verify`` (the default) ``model.safetensors`` must have the size and SHA-256 recorded
+    in ``checksums.json``, else :class:`CheckpointError` names the file. ``verify=False`` skips
+    that check, for weights edited on purpose or saved before mot recorded checksums."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -80,6 +140,8 @@ def from_pretrained(directory: str | Path, device: torch.device | str = "cpu"):
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} does not exist")
+    if verify:
+        verify_checksums(directory, f"MoTModel.from_pretrained('{directory}', verify=False)")
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as error:

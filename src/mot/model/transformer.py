@@ -13,7 +13,8 @@ from ..config import ModelConfig
 from .attention import AttentionContext
 from .attention_backends import get_backend
 from .block import MoTBlock
-from .inputs import InputError, check_latent_shapes, check_latent_spans, check_shapes, check_values
+from .inputs import (InputError, check_latent_shapes, check_latent_spans, check_mask_ids, check_shapes,
+                     check_values)
 from .kv_cache import KVCache
 from .latent_patches import LatentPath
 from .layers import SwiGLU, make_norm, rotary_cos_sin
@@ -77,10 +78,12 @@ class MoTModel(nn.Module):
         save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory, device: torch.device | str = "cpu") -> "MoTModel":
+    def from_pretrained(cls, directory, device: torch.device | str = "cpu", *, verify: bool = True) -> "MoTModel":
+        """Load ``config.json`` + ``model.safetensors``; ``verify=False`` skips the checksum check
+        (for weights edited on purpose; see ``mot.model.io.from_pretrained``)."""
         from .io import from_pretrained
 
-        return from_pretrained(directory, device)
+        return from_pretrained(directory, device, verify=verify)
 
     def plan_for(self, modality_ids: torch.Tensor) -> RoutingPlan:
         """The routing plan for ``modality_ids [B, L]``, built on the host."""
@@ -109,12 +112,25 @@ class MoTModel(nn.Module):
         check_shapes(self.config, tokens, modality_ids, positions=positions,
                      document_ids=document_ids, span_ids=span_ids)
         check_latent_shapes(self.config, latents, latent_starts, timesteps)
+        # Any integer dtype is taken (int32 from numpy, uint8 from a compact file): the embedding
+        # needs int64 indices, and range checks in int8 would wrap. A no-op for int64, no host sync.
+        tokens, modality_ids = tokens.long(), modality_ids.long()
+        positions, document_ids, span_ids, latent_starts, timesteps = (
+            None if ids is None else ids.long()
+            for ids in (positions, document_ids, span_ids, latent_starts, timesteps))
         batch, length = tokens.shape
         past = cache.length if cache is not None else 0
         if past + length > self.config.max_seq_len:
             raise InputError(f"{past} cached + {length} new positions exceed max_seq_len={self.config.max_seq_len}")
+        if cache is None:
+            documents, spans = document_ids, span_ids
+        else:  # the new positions' mask ids continue the cached ones
+            zeros = torch.zeros_like(tokens)
+            documents, spans = cache.mask_ids(document_ids if document_ids is not None else zeros,
+                                              span_ids if span_ids is not None else zeros)
         if plan is None:
             check_values(self.config, tokens, modality_ids, positions)
+            check_mask_ids(documents, spans, cached=past)
             if latents is not None:
                 check_latent_spans(self.config, modality_ids, latents, latent_starts)
             plan = self.plan_for(modality_ids)
@@ -135,15 +151,8 @@ class MoTModel(nn.Module):
             stream = stream.index_copy(0, patch_rows, vectors.reshape(-1, vectors.shape[-1]).to(stream.dtype))
             parts = split_by_tower(stream, plan)
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, parts[0].dtype)
-        if cache is None:
-            mask = self.backend.prepare(MaskSpec(document_ids, span_ids), batch, length, length,
-                                        parts[0].dtype, tokens.device)
-        else:
-            zeros = torch.zeros_like(tokens)
-            all_documents, all_spans = cache.mask_ids(document_ids if document_ids is not None else zeros,
-                                                      span_ids if span_ids is not None else zeros)
-            mask = self.backend.prepare(MaskSpec(all_documents, all_spans), batch, length, past + length,
-                                        parts[0].dtype, tokens.device)
+        mask = self.backend.prepare(MaskSpec(documents, spans), batch, length, past + length,
+                                    parts[0].dtype, tokens.device)
         ctx = AttentionContext(plan, cos, sin, self.backend, mask, cache)
 
         def in_sequence_order(parts: List[torch.Tensor]) -> torch.Tensor:
@@ -155,7 +164,7 @@ class MoTModel(nn.Module):
             if states is not None:
                 states.append(in_sequence_order(parts))
         if cache is not None:
-            cache.advance(all_documents, all_spans, length)
+            cache.advance(documents, spans, length)
         hidden = in_sequence_order(self.final_norm(parts))
         prediction = None
         if latents is not None:

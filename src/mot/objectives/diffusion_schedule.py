@@ -28,6 +28,8 @@ from typing import Optional, Union
 
 import torch
 
+from ..errors import MotError
+
 SCHEDULES = ("cosine", "linear")
 METHODS = ("ddpm", "ddim")
 PREDICTIONS = ("epsilon",)
@@ -37,7 +39,7 @@ MAX_BETA = 0.999
 Timesteps = Union[int, torch.Tensor]
 
 
-class ScheduleError(ValueError):
+class ScheduleError(MotError, ValueError):
     """A bad argument to the diffusion schedule; the message names the argument and its value."""
 
 

@@ -19,12 +19,3 @@ def fingerprint(directory: str | Path) -> str:
         digest.update(path.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of one file, read in 1 MiB blocks (shards and checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

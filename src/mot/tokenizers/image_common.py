@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained, state_mismatch
+from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained, state_mismatch, verify_checksums
 from .fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,16 @@ def config_from_dict(cls: Type[C], data: Any, kind: str) -> C:
 # ------------------------------------------------------------------------------- save, load --
 
 def save_tokenizer(model: nn.Module, directory: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors``, each written whole or not at all."""
+    """``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.model.io`),
+    each written whole or not at all."""
     return save_pretrained(model, directory)
 
 
-def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, directory: str | Path) -> nn.Module:
+def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, directory: str | Path,
+                   verify: bool = True) -> nn.Module:
     """Read a directory written by :func:`save_tokenizer`. Every failure is a
-    :class:`~mot.model.io.CheckpointError` that names the file and what is wrong with it."""
+    :class:`~mot.model.io.CheckpointError` that names the file and what is wrong with it; with
+    ``verify`` the weights must match ``checksums.json`` (``verify=False`` skips that check)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -189,6 +192,8 @@ def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, dire
         raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
+    if verify:
+        verify_checksums(directory, f"{model_cls.__name__}.load('{directory}', verify=False)")
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as error:
@@ -210,18 +215,21 @@ class SavedImageTokenizer:
     config_class: ClassVar[type]
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
+        """Write ``config.json`` + ``model.safetensors`` + ``checksums.json`` into ``directory``."""
         return save_tokenizer(self, directory)
 
     @classmethod
-    def load(cls, directory: str | Path):
+    def load(cls, directory: str | Path, verify: bool = True):
         """Read a saved tokenizer; raises ``CheckpointError`` naming the missing, corrupt or
-        mismatched file."""
-        return load_tokenizer(cls, cls.config_class, cls.kind, directory)
+        mismatched file. ``verify=False`` loads weights that do not match their recorded
+        checksums (edited on purpose, or saved before mot recorded them)."""
+        return load_tokenizer(cls, cls.config_class, cls.kind, directory, verify)
 
     def fingerprint(self) -> str:
         """Content hash of this tokenizer as saved (config and weights): two tokenizers that
         encode alike share it."""
+        # it hashes checksums.json too: a function of the weights' bytes, so it changes no
+        # fingerprint's meaning and keeps this equal to ``fingerprint(directory)`` of a saved copy
         with tempfile.TemporaryDirectory() as directory:
             self.save(directory)
             return fingerprint(directory)

@@ -17,7 +17,6 @@ by it and :meth:`ImageVAE.decode` divides it out, so the diffusion model sees ~u
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
+from ..config import ConfigError, check_number
 from .image_common import (SavedImageTokenizer, check_architecture, config_from_dict, config_to_dict,
                            conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
                            train_loop, training_setup)
@@ -52,9 +51,7 @@ class ImageVAEConfig:
         channels = self.latent_channels
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ConfigError(f"latent_channels={self.latent_channels!r}: must be a positive integer")
-        if isinstance(self.scaling_factor, bool) or not isinstance(self.scaling_factor, (int, float)) \
-                or not math.isfinite(self.scaling_factor) or self.scaling_factor <= 0:
-            raise ConfigError(f"scaling_factor={self.scaling_factor!r}: must be a positive finite number")
+        check_number("scaling_factor", self.scaling_factor, "must be a positive finite number", lambda v: v > 0)
 
     @property
     def latent_size(self) -> int:

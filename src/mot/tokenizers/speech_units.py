@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mot.config import check_number
 from mot.tokenizers.fingerprint import fingerprint as directory_fingerprint
 
 SAMPLE_RATE = 16_000
@@ -53,11 +54,13 @@ class LogMelConfig:
         if self.win_length < HOP_LENGTH:
             raise ValueError(f"win_length must be at least the hop ({HOP_LENGTH}), "
                              f"got {self.win_length}")
-        if not 0 <= self.fmin < self.fmax <= SAMPLE_RATE / 2:
+        for name in ("fmin", "fmax"):
+            check_number(name, getattr(self, name), f"must be a frequency in [0, {SAMPLE_RATE // 2}] Hz",
+                         lambda v: 0 <= v <= SAMPLE_RATE / 2)
+        if not self.fmin < self.fmax:
             raise ValueError(f"need 0 <= fmin < fmax <= {SAMPLE_RATE // 2} Hz, "
                              f"got fmin={self.fmin}, fmax={self.fmax}")
-        if self.log_floor <= 0:
-            raise ValueError(f"log_floor must be positive, got {self.log_floor}")
+        check_number("log_floor", self.log_floor, "must be a positive number", lambda v: v > 0)
 
 
 def num_frames(num_samples: int) -> int:

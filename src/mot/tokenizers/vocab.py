@@ -22,6 +22,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import MotError
+
 BASE_SPECIALS = ("<pad>", "<bos>", "<eos>")
 _MARKER_NAMES = {"image": ("<boi>", "<eoi>"), "speech": ("<bos_speech>", "<eos_speech>")}
 
@@ -30,7 +32,7 @@ def _markers(modality: str) -> Tuple[str, str]:
     return _MARKER_NAMES.get(modality, (f"<begin_{modality}>", f"<end_{modality}>"))
 
 
-class VocabError(ValueError):
+class VocabError(MotError, ValueError):
     """A token id, a modality or a layout is inconsistent; the message names it."""
 
 

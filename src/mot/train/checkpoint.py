@@ -5,7 +5,9 @@ once), one ``rank-NNNNN.pt`` per rank for what differs between ranks (data posit
 ``complete.json`` with the step, the world size and the size and SHA-256 of every file; only then
 is the directory renamed to ``step-NNNNNNNN/``. A crash leaves the earlier checkpoints untouched
 and at most a ``.tmp`` directory, which :meth:`CheckpointManager.latest` skips; a file damaged
-later fails its hash, and ``latest`` falls back to the checkpoint before.
+later fails its hash, and ``latest`` falls back to the checkpoint before. The run's writer asks
+``latest`` to move each damaged checkpoint into ``damaged/`` as well, so that no later save of the
+same step replaces it and no prune deletes it: what a run had is never lost, even when damaged.
 
 Every rank calls every method (SPMD) with the same ``app_state`` keys. The directory must be on a
 file system all ranks share: rank 0 alone hashes, writes the marker, renames and prunes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -30,12 +33,16 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ..model.io import CheckpointError
-from ..tokenizers.fingerprint import sha256_file
+from ..io import sha256_file
+from .dcp_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpointError, weights_only_reason
 
 MARKER = "complete.json"
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _TMP_DIR = re.compile(r"^step-(\d{8})\.tmp$")
+#: where damaged checkpoints are moved; its name matches neither pattern above, so nothing
+#: in it is ever loaded, replaced or pruned
+DAMAGED_DIR = "damaged"
 #: DCP warns on every save and load without a process group; a single process is intended here.
 _SINGLE_PROCESS_WARNING = "torch.distributed is disabled, unavailable or uninitialized"
 
@@ -105,7 +112,7 @@ class _ArchitectureMismatch(Exception):
     """Raised inside DCP's planning step, before anything is read."""
 
 
-class _StrictLoadPlanner(dcp.DefaultLoadPlanner):
+class _StrictLoadPlanner(SafeLoadPlanner):
     """DCP's planner, but every key must match both ways and every tensor's shape must agree.
 
     DCP alone loads a checkpoint that holds *more* than asked for (a deeper model into a
@@ -236,6 +243,7 @@ class CheckpointManager:
         return _on_rank0(commit)
 
     def _prune(self, saved_step: int) -> None:
+        # only this directory's own entries: checkpoints moved into damaged/ are kept for good
         complete, unfinished = [], []
         for entry in self.directory.iterdir():
             if (match := _STEP_DIR.match(entry.name)) and (entry / MARKER).is_file():
@@ -248,15 +256,37 @@ class CheckpointManager:
         for entry in unfinished:
             shutil.rmtree(entry)
 
-    def latest(self) -> Tuple[Optional[Path], List[str]]:
+    def latest(self, set_aside_damaged: bool = False) -> Tuple[Optional[Path], List[str]]:
         """The newest complete checkpoint whose every file matches its hash (``None`` if there is
-        none), and a line for each checkpoint directory passed over and why."""
-        path, problems = _on_rank0(self._find_latest)
+        none), and a line for each checkpoint directory passed over and why.
+
+        Readers of a run leave everything where it is. The run's writer passes
+        ``set_aside_damaged=True``: each damaged checkpoint newer than the one returned is then
+        moved into ``damaged/`` (listed by :meth:`damaged`), and its line names both paths."""
+        path, problems = _on_rank0(lambda: self._find_latest(set_aside_damaged))
         if path is not None:
             self._verified.add(path)
         return path, problems
 
-    def _find_latest(self) -> Tuple[Optional[Path], List[str]]:
+    def damaged(self) -> List[Path]:
+        """The damaged checkpoints that ``latest(set_aside_damaged=True)`` has moved aside, now or
+        in an earlier start of the run, sorted by name."""
+        aside = self.directory / DAMAGED_DIR
+        return _on_rank0(lambda: sorted(aside.iterdir()) if aside.is_dir() else [])
+
+    def _move_aside(self, entry: Path) -> Path:
+        aside = self.directory / DAMAGED_DIR
+        aside.mkdir(exist_ok=True)
+        target, copy = aside / entry.name, 1
+        while target.exists():  # a damaged copy of the same step, set aside before, stays too
+            copy += 1
+            target = aside / f"{entry.name}-{copy}"
+        os.rename(entry, target)
+        _fsync_directory(aside)
+        _fsync_directory(self.directory)
+        return target
+
+    def _find_latest(self, set_aside_damaged: bool = False) -> Tuple[Optional[Path], List[str]]:
         if not self.directory.is_dir():
             return None, []
         problems, candidates = [], []
@@ -269,7 +299,10 @@ class CheckpointManager:
             problem = _verify(entry, step)
             if problem is None:
                 return entry, problems
-            problems.append(f"{entry}: {problem}; skipped")
+            if set_aside_damaged:
+                problems.append(f"{entry}: {problem}; skipped, and moved aside to {self._move_aside(entry)}")
+            else:
+                problems.append(f"{entry}: {problem}; skipped")
         return None, problems
 
     def load(self, path: str | Path, app_state: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -288,7 +321,7 @@ class CheckpointManager:
                                   f"{_world_size()}; per-rank state (data position, RNG) cannot be split")
         try:
             with _single_process_quiet():
-                dcp.load(app_state, storage_reader=dcp.FileSystemReader(path), planner=_StrictLoadPlanner())
+                dcp.load(app_state, storage_reader=SafeFileSystemReader(path), planner=_StrictLoadPlanner())
         except CheckpointException as error:
             cause = _first_cause(error)
             if isinstance(cause, _ArchitectureMismatch):
@@ -297,7 +330,11 @@ class CheckpointManager:
         rank_file = f"rank-{_rank():05d}.pt"
         if rank_file not in info["files"]:
             return None
-        return torch.load(path / rank_file, weights_only=True)
+        try:  # weights_only: the file may have been planted, and may name a function to call
+            return torch.load(path / rank_file, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnsafeCheckpointError(f"{path / rank_file}: refused to load it: "
+                                        f"{weights_only_reason(error)}") from None
 
     def _read_verified(self, path: Path) -> Dict[str, Any]:
         match = _STEP_DIR.match(path.name)

@@ -7,28 +7,23 @@ from typing import Sequence
 
 from rich.table import Table
 
-from ..config import ConfigError
+from ..errors import MotError
 from .recipe import load_recipe, resolve_model
 
-class TrainingFailed(Exception):
-    """Raised by :func:`training_errors` when the guard stopped a run (exit status 1)."""
+
+class TrainingFailed(MotError):
+    """Raised by :func:`training_errors` when the guard stopped a run: the CLI's exit status 1,
+    not the 2 of bad input, since the recipe and data were fine until the step it names."""
 
 
 @contextlib.contextmanager
 def training_errors():
-    """Bad data, bad checkpoints and vocabulary mismatches become :class:`ConfigError` (exit
-    status 2); a run stopped by the guard becomes :class:`TrainingFailed`."""
-    from ..data.loader import LoaderError
-    from ..data.settings import CorpusError
-    from ..data.shards import ShardError
-    from ..model.io import CheckpointError
-    from ..tokenizers.vocab import VocabError
+    """A run stopped by the guard (:class:`~mot.train.trainer.TrainingError`) becomes
+    :class:`TrainingFailed`; every other error passes through to the CLI's own mapping."""
     from .trainer import TrainingError
 
     try:
         yield
-    except (CorpusError, ShardError, LoaderError, CheckpointError, VocabError) as error:
-        raise ConfigError(str(error)) from None
     except TrainingError as error:
         raise TrainingFailed(f"training stopped: {error}") from None
 

@@ -4,6 +4,9 @@ Only rank 0 writes. Every record is one JSON object with a ``step`` and a ``kind
 ``valid``); train records carry the loss per modality over the interval, the grad norm, the
 learning rate, tokens/s per modality and, on a GPU, MFU and peak memory. When a run resumes, the
 records after the checkpoint's step are dropped, so the file describes one unbroken run.
+
+A run killed in the middle of a write leaves a partial last line: readers drop it (and say so
+where they have a log). A bad line anywhere else is damage, an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -13,17 +16,51 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..errors import MotError
 from .run_dir import METRICS_FILE
 
 
-def read_metrics(run_dir: str | Path) -> list:
-    """Every record of a run's ``metrics.jsonl`` (an absent file reads as none)."""
+class MetricsError(MotError, ValueError):
+    """A line of ``metrics.jsonl`` other than the last is not a record; the message names it."""
+
+
+def read_metrics(run_dir: str | Path, log: Optional[Callable[[str], None]] = None) -> list:
+    """Every record of a run's ``metrics.jsonl`` (an absent file reads as none); a partial last
+    line is dropped and reported through ``log``."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in _lines(path, log)]
+
+
+def _lines(path: Path, log: Optional[Callable[[str], None]]) -> List[Tuple[str, dict]]:
+    """``(line, record)`` for every line of ``path`` but blank ones and a partial last one."""
+    numbered = [(number, line) for number, line in enumerate(path.read_bytes().split(b"\n"), 1) if line.strip()]
+    kept = []
+    for index, (number, line) in enumerate(numbered):
+        record = _record(line)
+        if record is not None:
+            kept.append((line.decode("utf-8"), record))
+        elif index == len(numbered) - 1:
+            if log is not None:
+                log(f"{path}:{number}: dropped a partial last line (the run stopped while writing it)")
+        else:
+            raise MetricsError(f"{path}:{number}: not a metrics record (a JSON object with a step and a kind): "
+                               f"{line[:80]!r}")
+    return kept
+
+
+def _record(line: bytes) -> Optional[dict]:
+    """The record on ``line``, or ``None`` if it is not one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8 (a ValueError too), absurd nesting
+        return None
+    if not (isinstance(record, dict) and type(record.get("step")) is int and isinstance(record.get("kind"), str)):
+        return None
+    return record
 
 
 class MetricsLogger:
@@ -52,8 +89,7 @@ class MetricsLogger:
         """Drop records past ``step`` (left by a run that stopped after its last checkpoint)."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line, record in _lines(self.path, self.message) if record["step"] <= step]
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text("".join(line + "\n" for line in kept))
         os.replace(temporary, self.path)

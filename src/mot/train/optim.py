@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..config import ConfigError, check_number, is_finite_number
 
 #: The token embedding and the output head, by parameter name. They are decayed only with
 #: ``decay_embeddings``: decay pulls rare tokens' rows to zero (and a modality's whole block of
@@ -51,10 +51,6 @@ def _fail(field_name: str, value: Any, why: str) -> None:
     raise ConfigError(f"{field_name}={value!r}: {why}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -62,12 +58,11 @@ def _is_count(value: Any) -> bool:
 def validate_optim_config(c: OptimConfig) -> None:
     """Raise :class:`ConfigError` naming the first field of ``c`` that is out of range."""
     for name in ("lr", "eps"):
-        if not _is_number(getattr(c, name)) or getattr(c, name) <= 0:
-            _fail(name, getattr(c, name), "must be a positive number")
-    if not isinstance(c.betas, tuple) or len(c.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in c.betas):
+        check_number(name, getattr(c, name), "must be a positive number", lambda v: v > 0)
+    if not isinstance(c.betas, tuple) or len(c.betas) != 2 or not all(is_finite_number(b) and 0 <= b < 1
+                                                                     for b in c.betas):
         _fail("betas", c.betas, "must be two numbers in [0, 1)")
-    if not _is_number(c.weight_decay) or c.weight_decay < 0:
-        _fail("weight_decay", c.weight_decay, "must be a number >= 0")
+    check_number("weight_decay", c.weight_decay, "must be a number >= 0", lambda v: v >= 0)
     if not isinstance(c.decay_embeddings, bool):
         _fail("decay_embeddings", c.decay_embeddings, "must be true or false")
     if not _is_count(c.warmup_steps) or c.warmup_steps < 0:
@@ -76,10 +71,9 @@ def validate_optim_config(c: OptimConfig) -> None:
         _fail("total_steps", c.total_steps, "must be an integer >= 1")
     if c.warmup_steps > c.total_steps:
         _fail("warmup_steps", c.warmup_steps, f"must not exceed total_steps={c.total_steps}")
-    if not _is_number(c.min_lr_ratio) or not 0 <= c.min_lr_ratio <= 1:
-        _fail("min_lr_ratio", c.min_lr_ratio, "must be a number in [0, 1]")
-    if c.grad_clip is not None and (not _is_number(c.grad_clip) or c.grad_clip <= 0):
-        _fail("grad_clip", c.grad_clip, "must be a positive number, or null for no clipping")
+    check_number("min_lr_ratio", c.min_lr_ratio, "must be a number in [0, 1]", lambda v: 0 <= v <= 1)
+    if c.grad_clip is not None:
+        check_number("grad_clip", c.grad_clip, "must be a positive number, or null for no clipping", lambda v: v > 0)
 
 
 def _canonical_name(name: str) -> str:

@@ -9,13 +9,12 @@ equal to the run's when ``steps`` is overridden.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set
 
-import yaml
-
-from ..config import COMPONENTS, ConfigError, ModelConfig, MoEConfig, load_config
+from ..config import COMPONENTS, ConfigError, ModelConfig, MoEConfig, check_number, load_config
+from ..io import YamlError, read_yaml
 from ..presets import architecture_fields, get_preset
 from .optim import OptimConfig
 
@@ -148,23 +147,21 @@ def validate_recipe(c: TrainConfig) -> None:
         raise ConfigError(f"device={c.device!r}: must be auto, cpu or cuda")
     if c.data.seq_len > c.model.max_seq_len:
         raise ConfigError(f"data.seq_len={c.data.seq_len}: exceeds model.max_seq_len={c.model.max_seq_len}")
-    if not c.spike_skip.factor > 1:
-        raise ConfigError(f"spike_skip.factor={c.spike_skip.factor!r}: must be greater than 1")
-    if not c.name or "/" in c.name:
-        raise ConfigError(f"name={c.name!r}: must be a non-empty directory name without '/'")
+    check_number("spike_skip.factor", c.spike_skip.factor, "must be greater than 1", lambda v: v > 1)
+    for source, weight in c.data.weights.items():  # the loader would refuse them only once training starts
+        check_number(f"data.weights.{source}", weight, "must be a positive number", lambda v: v > 0)
+    if not c.name or "/" in c.name or c.name in (".", ".."):
+        raise ConfigError(f"name={c.name!r}: must be a directory name without '/' (not empty, '.' or '..')")
 
 
 def _validate_diffusion(d: DiffusionConfig) -> None:
     if isinstance(d.train_steps, bool) or not isinstance(d.train_steps, int) or d.train_steps < 2:
         raise ConfigError(f"diffusion.train_steps={d.train_steps!r}: must be an integer of at least 2")
-    if not (isinstance(d.loss_weight, (int, float)) and d.loss_weight >= 0):
-        raise ConfigError(f"diffusion.loss_weight={d.loss_weight!r}: must be a number >= 0")
+    check_number("diffusion.loss_weight", d.loss_weight, "must be a number >= 0", lambda v: v >= 0)
     if d.schedule not in ("cosine", "linear"):
         raise ConfigError(f"diffusion.schedule={d.schedule!r}: must be cosine or linear")
     for name in ("caption_dropout", "noise_cap_fraction"):
-        value = getattr(d, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"diffusion.{name}={value!r}: must be a probability in [0, 1]")
+        check_number(f"diffusion.{name}", getattr(d, name), "must be a probability in [0, 1]", lambda v: 0 <= v <= 1)
     if not 0 <= d.noise_cap_timestep < d.train_steps:
         raise ConfigError(f"diffusion.noise_cap_timestep={d.noise_cap_timestep!r}: must be in [0, "
                           f"train_steps={d.train_steps})")
@@ -175,24 +172,102 @@ def _validate_diffusion(d: DiffusionConfig) -> None:
 
 def load_recipe(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a recipe (YAML) with ``key=value`` overrides. A ``preset`` (in the file or the
-    overrides) is the base of the ``model`` section."""
-    preset = _preset_named(path, overrides)
+    overrides) is the base of the ``model`` section.
+
+    An ``architecture`` sets the model's towers, untied components and MoE (:func:`resolve_model`),
+    so a value of those that the file, the overrides or the preset give, and that the architecture
+    would replace with another, is an error naming both rather than a silent replacement."""
+    data = _recipe_file(path)
+    preset = _preset_named(data, overrides)
     base = TrainConfig(preset=preset, model=get_preset(preset)) if preset else None
-    return load_config(TrainConfig, path, overrides, base=base)
+    config = load_config(TrainConfig, path, overrides, base=base)
+    if config.architecture:
+        _check_architecture_conflicts(config, _given_model_fields(data, overrides))
+    return config
 
 
-def _preset_named(path: Optional[str | Path], overrides: Sequence[str]) -> str:
-    preset = ""
-    if path is not None and Path(path).is_file():
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError:
-            data = {}  # load_config reports the YAML error with its location
-        preset = str(data.get("preset", "") or "") if isinstance(data, dict) else ""
+def _recipe_file(path: Optional[str | Path]) -> dict:
+    """The recipe file's mapping as written (before the checks of :func:`load_config`)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = read_yaml(path) or {}
+    except YamlError:
+        return {}  # load_config reports the error with its location
+    return data if isinstance(data, dict) else {}
+
+
+def _preset_named(data: dict, overrides: Sequence[str]) -> str:
+    preset = str(data.get("preset", "") or "")
     for item in overrides:
         if item.startswith("preset="):
             preset = item.split("=", 1)[1]
     return preset
+
+
+def _given_model_fields(data: dict, overrides: Sequence[str]) -> Set[str]:
+    """Which of the fields an architecture sets (``towers``, ``untied``, ``moe.<field>``) the file's
+    ``model`` section or the ``model.*`` overrides give."""
+    from omegaconf import OmegaConf
+
+    sections = [data.get("model")]
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key == "model" or key.startswith("model."):
+            sections.append(OmegaConf.to_container(OmegaConf.from_dotlist([item]))["model"])
+    given: Set[str] = set()
+    for section in (s for s in sections if isinstance(s, dict)):
+        given |= {name for name in ("towers", "untied") if name in section}
+        if "moe" in section:
+            moe = section["moe"]
+            given |= {f"moe.{f.name}" for f in fields(MoEConfig) if not isinstance(moe, dict) or f.name in moe}
+    return given
+
+
+def _architecture_settings(architecture: str, modalities: Sequence[str]) -> Dict[str, Any]:
+    """The model fields ``architecture`` sets for ``modalities``: all of towers, untied and moe."""
+    return {"towers": {}, "untied": list(COMPONENTS), "moe": MoEConfig(),
+            **architecture_fields(architecture, modalities)}
+
+
+def _flat(towers: Dict[str, str], untied: List[str], moe: MoEConfig) -> Dict[str, Any]:
+    """Those fields as compared: the towers map, then the untied components and each MoE field,
+    lists sorted (their order means nothing)."""
+    flat: Dict[str, Any] = {"towers": dict(towers), "untied": sorted(untied)}
+    for f in fields(MoEConfig):
+        value = getattr(moe, f.name)
+        flat[f"moe.{f.name}"] = sorted(value) if isinstance(value, list) else value
+    return flat
+
+
+def _architecture_flat(architecture: str, modalities: Sequence[str]) -> Dict[str, Any]:
+    # With model_from_data the corpus may bring the modality a loo-<modality> names later.
+    alone = architecture[len("loo-"):] if architecture.startswith("loo-") else None
+    if alone is not None and alone not in modalities:
+        modalities = [*modalities, alone]
+    return _flat(**_architecture_settings(architecture, modalities))
+
+
+def _check_architecture_conflicts(config: TrainConfig, given: Set[str]) -> None:
+    """Refuse a ``given`` field (or, with a preset, any field of the preset's) that the architecture
+    replaces with another value; equal values are fine."""
+    architecture, model = config.architecture, config.model
+    current = _flat(model.towers, model.untied, model.moe)
+    wanted = _architecture_flat(architecture, model.modalities)
+    if "towers" in given and model.towers:  # a tower map is compared over the modalities it names
+        named = [m for m in model.modalities if m in model.towers]
+        named += [m for m in model.towers if m not in named]
+        wanted["towers"] = _architecture_flat(architecture, named)["towers"]
+    for name in sorted(given):
+        if current[name] != wanted[name]:
+            raise ConfigError(f"model.{name}={current[name]!r} is replaced by architecture={architecture} (which "
+                              f"sets {name}={wanted[name]!r}); drop one of them")
+    if not config.preset:
+        return  # the fields nobody gave are ModelConfig's defaults, which the architecture is there to set
+    for name in sorted(set(current) - given):
+        if current[name] != wanted[name]:
+            raise ConfigError(f"architecture={architecture} replaces {name}={current[name]!r} of "
+                              f"preset={config.preset} with {wanted[name]!r}; drop one of them")
 
 
 def resolve_model(config: TrainConfig, vocab_size: Optional[int] = None,
@@ -221,6 +296,5 @@ def resolve_model(config: TrainConfig, vocab_size: Optional[int] = None,
         raise ConfigError(f"model.latent.modality={model.latent.modality!r}: the continuous path belongs to the "
                           f"transfusion setting, not {config.data.setting}")
     if config.architecture:
-        fields = architecture_fields(config.architecture, model.modalities)
-        model = replace(model, **{"towers": {}, "untied": list(COMPONENTS), "moe": MoEConfig(), **fields})
+        model = replace(model, **_architecture_settings(config.architecture, model.modalities))
     return replace(config, model=model)

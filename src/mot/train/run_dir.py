@@ -30,6 +30,7 @@ from typing import Any, Dict, List
 import yaml
 
 from ..config import ConfigError
+from ..io import YamlError, read_yaml
 from .recipe import TrainConfig
 
 CONFIG_FILE = "config.yaml"
@@ -65,10 +66,27 @@ def check_run_dir(config: TrainConfig) -> None:
     """Raise if the run directory holds a run with another config; writes nothing."""
     path = config.run_dir / CONFIG_FILE
     if path.is_file():
-        differences = config_differences(yaml.safe_load(path.read_text()) or {}, _resolved(config))
+        differences = config_differences(_read_run_config(path), _resolved(config))
         if differences:
             raise ConfigError(f"{config.run_dir} holds a run with another config (differs in {differences}); "
                               f"choose another name= or delete {config.run_dir}")
+
+
+def _read_run_config(path: Path) -> Dict[str, Any]:
+    """The mapping in a run's ``config.yaml``; damage is a :class:`ConfigError`, since nothing may
+    be written over a run whose config cannot be compared."""
+    try:
+        data = read_yaml(path)
+    except YamlError as error:
+        raise ConfigError(f"{path} is damaged ({_first_line(error)}); fix it, or delete the run directory") from None
+    if not isinstance(data, dict):  # empty too: the file is replaced whole, never written in place
+        what = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
+        raise ConfigError(f"{path} is damaged ({what}); fix it, or delete the run directory")
+    return data
+
+
+def _first_line(error: Exception) -> str:
+    return next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:

@@ -31,7 +31,9 @@ import torch
 from ..config import ConfigError
 from ..data.packing import PackedBatch
 from ..data.settings import Corpus, open_corpus
+from ..errors import MotError
 from ..model.accounting import flops_per_token
+from ..model.io import CheckpointError
 from ..model.transformer import MoTModel, build_model
 from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
@@ -46,7 +48,7 @@ from .run_dir import check_run_dir, environment_facts, prepare_run_dir, write_en
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MotError, RuntimeError):
     """The run cannot go on (a non-finite loss or gradient, a mismatched corpus); the message says why."""
 
 
@@ -131,11 +133,24 @@ class Trainer:
         return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def resume(self) -> None:
-        """Load the newest complete, verified checkpoint, if any; report the ones passed over."""
-        path, problems = self.checkpoints.latest()
+        """Load the newest complete, verified checkpoint, if any; report the ones passed over.
+
+        Damaged checkpoints are moved aside into ``checkpoints/damaged/``, never overwritten or
+        pruned. If the run has damaged ones and no good one, raise :class:`CheckpointError`
+        before anything else in the run directory is written: training from step 0 would
+        rewrite its metrics, and starting over is the user's decision to make."""
+        path, problems = self.checkpoints.latest(set_aside_damaged=True)
         for problem in problems:
             self._log(f"checkpoint passed over: {problem}")
         if path is None:
+            damaged = self.checkpoints.damaged()
+            if damaged:
+                raise CheckpointError(
+                    f"{self.checkpoints.directory} holds no good checkpoint to resume from: the damaged ones are "
+                    f"kept, moved aside to {', '.join(str(p) for p in damaged)}, and nothing else in "
+                    f"{self.run_dir} was changed. To resume, put a good copy of a checkpoint back into "
+                    f"{self.checkpoints.directory}; to train from step 0, delete or rename {self.run_dir} "
+                    f"(after copying what you need from it) or train with another name=")
             return
         state = model_optimizer_state(self.model, self.optimizer)
         per_rank = self.checkpoints.load(path, state)

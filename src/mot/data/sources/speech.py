@@ -30,6 +30,7 @@ import scipy.io.wavfile
 import scipy.signal
 
 from mot.data.sources.errors import SourceUnavailable
+from mot.errors import MotError
 
 SAMPLE_RATE = 16_000
 """The rate of every utterance this module returns, and the rate the speech tokenizer takes."""
@@ -56,7 +57,7 @@ _FLITE_FEMALE = frozenset({"slt"})
 _SILENCE_PEAK = 1e-4
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(MotError, RuntimeError):
     """A speech engine failed on one text: it exited non-zero, timed out or produced silence."""
 
 
