@@ -217,13 +217,13 @@ def test_resuming_into_a_damaged_run_config(capsys, small_corpus, tmp_path, cont
 
 @pytest.mark.parametrize("contents", [b"{bad", b"[1]", b"\xff", b"[" * 50_000], ids=short)
 def test_a_damaged_environment_file_does_not_cost_the_report(tmp_path, contents):
-    from mot.eval.report import read_environment
+    from mot.train.run_dir import read_environment
 
     (tmp_path / "environment.json").write_bytes(contents)
-    assert "environment.json" in read_environment(tmp_path / "environment.json")["damaged"]
+    assert "environment.json" in read_environment(tmp_path)["damaged"]
     (tmp_path / "environment.json").write_text('{"device": "cpu"}')
-    assert read_environment(tmp_path / "environment.json") == {"device": "cpu"}
-    assert read_environment(tmp_path / "absent.json") == {}
+    assert read_environment(tmp_path) == {"device": "cpu"}
+    assert read_environment(tmp_path / "absent") == {}
 
 
 def test_a_damaged_checkpoint_marker(capsys, transfusion_run, tmp_path):

@@ -18,7 +18,7 @@ import errno
 import os
 from typing import Tuple
 
-from .errors import MotError
+from .errors import MotError, first_line
 from .train.commands import TrainingFailed
 
 #: Exit status for bad input (the same as argparse's usage errors).
@@ -55,8 +55,7 @@ def _describe(error: BaseException) -> Tuple[str, int]:
         return f"mot: error: {_os_error(error)}", USAGE_ERROR
     if isinstance(error, KeyboardInterrupt):
         return "mot: interrupted", INTERRUPTED
-    message = next((line for line in str(error).splitlines() if line.strip()), "(no message)")
-    return (f"mot: internal error: {type(error).__name__}: {message} "
+    return (f"mot: internal error: {type(error).__name__}: {first_line(error)} "
             f"(run with --debug for the traceback)"), FAILED
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
 
 import yaml
 
-from .errors import MotError
+from .errors import MotError, first_line
 from .io import YamlError, read_yaml
 
 #: Components whose weights can be untied per tower (DESIGN.md §2).
@@ -370,9 +370,11 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
 
 
 def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    key = next((line for line in lines if line.startswith("full_key:")), "")
-    return f"{lines[0]} ({key})" if key and key not in lines[0] else (lines[0] if lines else repr(error))
+    """:func:`~mot.errors.first_line`, with the ``full_key:`` line of OmegaConf's messages, which
+    names the field."""
+    line = first_line(error)
+    key = next((part.strip() for part in str(error).splitlines() if part.strip().startswith("full_key:")), "")
+    return f"{line} ({key})" if key and key not in line else line
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -10,3 +10,9 @@ they caught before. This module imports nothing: every layer may use it.
 
 class MotError(Exception):
     """Bad input, a bad file or a stopped run; the message names the field, file or value."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of ``error``'s message, stripped (its type's name if it has none):
+    what a one-line report quotes of a library's multi-line message."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)

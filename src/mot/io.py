@@ -1,4 +1,5 @@
-"""Reading files mot did not write itself: YAML with bounds on what it may cost, and the file hash.
+"""Reading files mot did not write itself: YAML with bounds on what it may cost, and files checked
+against their recorded size and SHA-256.
 
 ``yaml.safe_load`` builds no arbitrary objects, but it still lets a few hundred bytes stand for
 billions of values: an alias (``*name``) refers to an anchored node again rather than copying
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, Set, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import yaml
 
@@ -143,3 +144,24 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_entry(path: str | Path) -> Dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of the file at ``path``: how a checkpoint's
+    ``complete.json`` and a saved model's ``checksums.json`` record each of their files."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
+
+
+def file_problem(path: str | Path, size: int, digest: str, record: str) -> Optional[str]:
+    """Why the file at ``path`` is not the one that ``record`` (the file naming it) describes by
+    ``size`` and SHA-256 ``digest``, or ``None`` when it is. The size is compared first: it costs
+    no read and catches a truncated file."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} is missing"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"{path} is corrupt or truncated: it has {actual} bytes, {record} records {size}"
+    if sha256_file(path) != digest:
+        return f"{path} is corrupt or was changed after saving: its SHA-256 differs from the one in {record}"
+    return None

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from ..train.metrics import read_metrics
 from ..train.recipe import TrainConfig
-from ..train.run_dir import ENVIRONMENT_FILE
+from ..train.run_dir import read_environment
 from .experiment import ExperimentConfig
 from .plots import save_figure
 from .step_matching import fraction_to_match_final, smooth, step_matching_curve
@@ -41,19 +41,7 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
     return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
             "training_seconds": sum(r["seconds"] for r in records if r["kind"] == "train"),
             "steps": config.steps, "train": train, "valid": valid,
-            "environment": read_environment(config.run_dir / ENVIRONMENT_FILE)}
-
-
-def read_environment(path: Path) -> dict:
-    """A run's ``environment.json`` (absent: ``{}``). A damaged one reads as ``{"damaged": why}``
-    rather than an error: it only describes the machine, and the report's numbers do not need it."""
-    if not path.is_file():
-        return {}
-    try:
-        facts = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as error:  # bad JSON or bad UTF-8 (a ValueError too)
-        return {"damaged": f"{path}: {error}"}
-    return facts if isinstance(facts, dict) else {"damaged": f"{path}: not a JSON object"}
+            "environment": read_environment(config.run_dir)}
 
 
 def _curves(result: dict, smoothing: float) -> Dict[str, List[list]]:

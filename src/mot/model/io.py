@@ -23,7 +23,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, load_config
 from ..errors import MotError
-from ..io import sha256_file
+from ..io import file_entry, file_problem
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -56,8 +56,7 @@ def write_checksums(directory: str | Path, names: tuple = (WEIGHTS_FILE,)) -> No
     The content depends on the files' bytes alone (sorted keys, no time), so a directory's
     fingerprint (``mot.tokenizers.fingerprint``) still depends on its config and weights alone."""
     directory = Path(directory)
-    files = {name: {"bytes": (directory / name).stat().st_size, "sha256": sha256_file(directory / name)}
-             for name in names}
+    files = {name: file_entry(directory / name) for name in names}
     text = json.dumps({"format": CHECKSUMS_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
     _atomic_write(directory / CHECKSUMS_FILE, lambda path: Path(path).write_text(text))
 
@@ -82,14 +81,9 @@ def verify_checksums(directory: str | Path, opt_out: str, names: tuple = (WEIGHT
         raise CheckpointError(f"{record} has format {version!r}; this version of mot reads format {CHECKSUMS_FORMAT}")
     repair = f"restore it from a good copy or save it again; to load weights edited on purpose, use {opt_out}"
     for name, (size, digest) in expected.items():
-        path = directory / name
-        actual = path.stat().st_size
-        if actual != size:
-            raise CheckpointError(f"{path} is corrupt or truncated: it has {actual} bytes, {CHECKSUMS_FILE} "
-                                  f"records {size}; {repair}")
-        if sha256_file(path) != digest:
-            raise CheckpointError(f"{path} is corrupt or was changed after saving: its SHA-256 differs from the "
-                                  f"one in {CHECKSUMS_FILE}; {repair}")
+        problem = file_problem(directory / name, size, digest, CHECKSUMS_FILE)
+        if problem is not None:
+            raise CheckpointError(f"{problem}; {repair}")
 
 
 def _atomic_write(target: Path, write) -> None:

@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ..model.io import CheckpointError
-from ..io import sha256_file
+from ..io import file_entry, file_problem
 from .dcp_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpointError, weights_only_reason
 
 MARKER = "complete.json"
@@ -169,13 +169,9 @@ def _verify(path: Path, step: int) -> Optional[str]:
     if header[1] != step or not isinstance(header[2], int):
         return f"{marker} is for step {header[1]!r} and world size {header[2]!r}"
     for name, (size, digest) in sorted(files.items()):
-        file = path / name
-        if not file.is_file():
-            return f"{file} is missing"
-        if file.stat().st_size != size:
-            return f"{file} has {file.stat().st_size} bytes, {MARKER} says {size} (truncated or modified)"
-        if sha256_file(file) != digest:
-            return f"{file} does not match its SHA-256 in {MARKER} (corrupt or modified)"
+        problem = file_problem(path / name, size, digest, MARKER)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -226,8 +222,7 @@ class CheckpointManager:
             dist.barrier()  # every rank's files are written before rank 0 hashes them
 
         def commit() -> Path:
-            files = {str(f.relative_to(staging)): {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                     for f in sorted(staging.rglob("*")) if f.is_file()}
+            files = {str(f.relative_to(staging)): file_entry(f) for f in sorted(staging.rglob("*")) if f.is_file()}
             info = {"format": FORMAT_VERSION, "step": step, "world_size": world_size, "files": files}
             with open(staging / MARKER, "w") as handle:
                 json.dump(info, handle, indent=1)

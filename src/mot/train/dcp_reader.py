@@ -1,9 +1,9 @@
 """Reading DCP checkpoints without running code from them.
 
-``torch.distributed.checkpoint`` reads two kinds of pickle: the ``.metadata`` file (with
-``pickle.load``) and each non-tensor value in the ``.distcp`` files (with
-``torch.load(weights_only=False)``). Either can name any function, which unpickling calls, so a
-planted file would run code the moment a run is resumed, exported or sampled from. Here the
+``torch.distributed.checkpoint``'s own reader unpickles two things without restriction: the
+``.metadata`` file and each non-tensor value in the ``.distcp`` files (torch's weights-only
+mode off). Either can name any function, which unpickling calls, so a planted file would run
+code the moment a run is resumed, exported or sampled from. Here the
 metadata is unpickled with an allowlist of the few classes it is made of, and the values with
 ``weights_only=True``; anything else is refused with :class:`UnsafeCheckpointError`.
 """

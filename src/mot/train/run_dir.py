@@ -30,6 +30,7 @@ from typing import Any, Dict, List
 import yaml
 
 from ..config import ConfigError
+from ..errors import first_line
 from ..io import YamlError, read_yaml
 from .recipe import TrainConfig
 
@@ -78,15 +79,11 @@ def _read_run_config(path: Path) -> Dict[str, Any]:
     try:
         data = read_yaml(path)
     except YamlError as error:
-        raise ConfigError(f"{path} is damaged ({_first_line(error)}); fix it, or delete the run directory") from None
+        raise ConfigError(f"{path} is damaged ({first_line(error)}); fix it, or delete the run directory") from None
     if not isinstance(data, dict):  # empty too: the file is replaced whole, never written in place
         what = "empty" if data is None else f"a {type(data).__name__}, not a mapping"
         raise ConfigError(f"{path} is damaged ({what}); fix it, or delete the run directory")
     return data
-
-
-def _first_line(error: Exception) -> str:
-    return next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -132,3 +129,17 @@ def _git_revision() -> str | None:
 
 def write_environment(run_dir: Path, facts: Dict[str, Any]) -> None:
     (run_dir / ENVIRONMENT_FILE).write_text(json.dumps(facts, indent=2) + "\n")
+
+
+def read_environment(run_dir: Path) -> Dict[str, Any]:
+    """The facts :func:`write_environment` wrote (absent: ``{}``). A damaged file reads as
+    ``{"damaged": why}`` rather than an error: it only describes the machine, and a report's
+    numbers do not need it."""
+    path = Path(run_dir) / ENVIRONMENT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # bad JSON or bad UTF-8 (a ValueError too)
+        return {"damaged": f"{path}: {error}"}
+    return facts if isinstance(facts, dict) else {"damaged": f"{path}: not a JSON object"}
