@@ -44,7 +44,7 @@ def library_error_classes():
     from mot.data.sources.speech import SynthesisError
     from mot.generate.transfusion import SamplingError
     from mot.model.inputs import InputError
-    from mot.model.io import CheckpointError
+    from mot.io import CheckpointError
     from mot.objectives.diffusion_schedule import ScheduleError
     from mot.tokenizers.vocab import VocabError
     from mot.train.metrics import MetricsError

@@ -12,7 +12,7 @@ from mot import ModelConfig, build_model
 from mot.config import ConfigError
 from mot.data.packing import TokenizedDocument, pack
 from mot.eval.pca import analyze_pca, hidden_states_by_modality, modality_separation, pca_figure, project
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.train.export import load_run_model
 from mot.train.trainer import Trainer
 from mot.tokenizers.vocab import VocabLayout

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mot.config import ConfigError
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.tokenizers.fingerprint import fingerprint
 from mot.tokenizers.image_vae import ImageVAE, ImageVAEConfig, evaluate_image_vae, train_image_vae
 from mot.tokenizers.image_vq import ImageVQ, ImageVQConfig

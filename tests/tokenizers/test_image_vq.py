@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mot.config import ConfigError
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.tokenizers.fingerprint import fingerprint
 from mot.tokenizers.image_vae import ImageVAE, ImageVAEConfig
 from mot.tokenizers.image_vq import FSQ, ImageVQ, ImageVQConfig, evaluate_image_vq, train_image_vq

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.tokenizers.fingerprint import fingerprint
 from mot.tokenizers.image_vae import ImageVAE, ImageVAEConfig
 from mot.tokenizers.image_vq import ImageVQ, ImageVQConfig

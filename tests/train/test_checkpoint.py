@@ -8,7 +8,7 @@ import torch
 
 from mot import ModelConfig
 from mot.model import build_model
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.train.checkpoint import (MARKER, CheckpointManager, load_model_optimizer_state,
                                   model_optimizer_state)
 from mot.train.rng import capture_rng_state

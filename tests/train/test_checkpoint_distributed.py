@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from mot import ModelConfig
 from mot.model import build_model
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.train.checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from mot.train.optim import clip_gradients
 

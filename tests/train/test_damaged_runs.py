@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.train.checkpoint import CheckpointManager
 from mot.train.export import load_run_model
 from mot.train.trainer import Trainer

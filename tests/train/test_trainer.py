@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mot.config import ConfigError
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.model.transformer import MoTModel
 from mot.train.export import export_run
 from mot.train.metrics import read_metrics

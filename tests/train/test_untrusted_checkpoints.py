@@ -15,7 +15,7 @@ import torch
 from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from mot.model import build_model
-from mot.model.io import CheckpointError
+from mot.io import CheckpointError
 from mot.io import sha256_file
 from mot.train.checkpoint import MARKER, CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from mot.train.dcp_reader import METADATA_FILE, UnsafeCheckpointError, read_metadata_file

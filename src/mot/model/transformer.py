@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig, load_config
+from ..io.weights import CONFIG_FILE, CheckpointError, load_weights_into, read_weights, save_pretrained
 from .attention import AttentionContext
 from .attention_backends import get_backend
 from .block import MoTBlock
@@ -72,18 +74,28 @@ class MoTModel(nn.Module):
                     nn.init.normal_(ffn.down.weight, std=residual_std)
 
     def save_pretrained(self, directory) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (see ``mot.model.io``)."""
-        from .io import save_pretrained
-
+        """Write ``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.io.weights`)."""
         save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory, device: torch.device | str = "cpu", *, verify: bool = True) -> "MoTModel":
-        """Load ``config.json`` + ``model.safetensors``; ``verify=False`` skips the checksum check
-        (for weights edited on purpose; see ``mot.model.io.from_pretrained``)."""
-        from .io import from_pretrained
+        """Load a model written by :meth:`save_pretrained`; every tensor must match the config's architecture.
 
-        return from_pretrained(directory, device, verify=verify)
+        With ``verify`` (the default) ``model.safetensors`` must have the size and SHA-256 recorded
+        in ``checksums.json``, else :class:`~mot.io.CheckpointError` names the file. ``verify=False``
+        skips that check, for weights edited on purpose or saved before mot recorded checksums."""
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist: not a saved mot model directory")
+        try:
+            config = load_config(ModelConfig, path)
+        except ConfigError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        state = read_weights(directory, f"MoTModel.from_pretrained('{directory}', verify=False)",
+                             verify=verify, device=device)
+        model = build_model(config, device="meta").to_empty(device=device)
+        load_weights_into(model, state, directory)
+        return model
 
     def plan_for(self, modality_ids: torch.Tensor) -> RoutingPlan:
         """The routing plan for ``modality_ids [B, L]``, built on the host."""

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..model.io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_pretrained, state_mismatch, verify_checksums
+from ..io.weights import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_weights_into, read_weights, save_pretrained
 from .fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def config_from_dict(cls: Type[C], data: Any, kind: str) -> C:
 # ------------------------------------------------------------------------------- save, load --
 
 def save_tokenizer(model: nn.Module, directory: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.model.io`),
+    """``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.io.weights`),
     each written whole or not at all."""
     return save_pretrained(model, directory)
 
@@ -173,11 +173,8 @@ def save_tokenizer(model: nn.Module, directory: str | Path) -> Path:
 def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, directory: str | Path,
                    verify: bool = True) -> nn.Module:
     """Read a directory written by :func:`save_tokenizer`. Every failure is a
-    :class:`~mot.model.io.CheckpointError` that names the file and what is wrong with it; with
+    :class:`~mot.io.CheckpointError` that names the file and what is wrong with it; with
     ``verify`` the weights must match ``checksums.json`` (``verify=False`` skips that check)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory: no saved {kind} tokenizer there")
@@ -192,18 +189,9 @@ def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, dire
         raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
-    if verify:
-        verify_checksums(directory, f"{model_cls.__name__}.load('{directory}', verify=False)")
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{weights_path} is corrupt or truncated: {error}") from None
+    state = read_weights(directory, f"{model_cls.__name__}.load('{directory}', verify=False)", verify=verify)
     model = model_cls(config)
-    problems = state_mismatch(model, state)
-    if problems:
-        raise CheckpointError(f"{weights_path} does not match the architecture in {config_path}; "
-                              + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    load_weights_into(model, state, directory)
     return model.eval()
 
 

@@ -32,8 +32,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from ..model.io import CheckpointError
-from ..io import file_entry, file_problem
+from ..io import CheckpointError, file_entry, file_problem
 from .dcp_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpointError, weights_only_reason
 
 MARKER = "complete.json"

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
-from ..model.io import CheckpointError
+from ..io import CheckpointError
 
 METADATA_FILE = ".metadata"
 

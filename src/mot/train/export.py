@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Tuple
 
 from ..config import ConfigError
-from ..model.io import CheckpointError
+from ..io import CheckpointError
 from ..model.transformer import MoTModel, build_model
 from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from .optim import build_optimizer

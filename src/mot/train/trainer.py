@@ -33,7 +33,7 @@ from ..data.packing import PackedBatch
 from ..data.settings import Corpus, open_corpus
 from ..errors import MotError
 from ..model.accounting import flops_per_token
-from ..model.io import CheckpointError
+from ..io import CheckpointError
 from ..model.transformer import MoTModel, build_model
 from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model

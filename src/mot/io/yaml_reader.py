@@ -1,5 +1,4 @@
-"""Reading files mot did not write itself: YAML with bounds on what it may cost, and files checked
-against their recorded size and SHA-256.
+"""Reading YAML that mot did not write itself, with bounds on what it may cost.
 
 ``yaml.safe_load`` builds no arbitrary objects, but it still lets a few hundred bytes stand for
 billions of values: an alias (``*name``) refers to an anchored node again rather than copying
@@ -8,18 +7,17 @@ moment and then keep whatever walks the result (OmegaConf, printing) busy for ho
 :func:`read_yaml` bounds the file's size, its nesting and the size of the result with every
 alias counted again, and refuses the file with :class:`YamlError` before anything walks it.
 
-This is the lowest layer: it imports the standard library, ``yaml`` and :mod:`mot.errors` only.
+Part of the lowest layer: it imports the standard library, ``yaml`` and :mod:`mot.errors` only.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Set, Tuple
 
 import yaml
 
-from .errors import MotError
+from ..errors import MotError
 
 #: bytes a YAML file may hold (configs and recipes are a few KiB)
 MAX_YAML_BYTES = 1 << 20
@@ -135,33 +133,3 @@ def _measure(value: Any, depth: int, seen: Dict[int, Tuple[int, int]], open_ids:
     open_ids.discard(key)
     seen[key] = nodes, levels
     return nodes, levels
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of one file, read in 1 MiB blocks (shards and checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_entry(path: str | Path) -> Dict[str, Any]:
-    """``{"bytes": size, "sha256": hex}`` of the file at ``path``: how a checkpoint's
-    ``complete.json`` and a saved model's ``checksums.json`` record each of their files."""
-    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
-
-
-def file_problem(path: str | Path, size: int, digest: str, record: str) -> Optional[str]:
-    """Why the file at ``path`` is not the one that ``record`` (the file naming it) describes by
-    ``size`` and SHA-256 ``digest``, or ``None`` when it is. The size is compared first: it costs
-    no read and catches a truncated file."""
-    path = Path(path)
-    if not path.is_file():
-        return f"{path} is missing"
-    actual = path.stat().st_size
-    if actual != size:
-        return f"{path} is corrupt or truncated: it has {actual} bytes, {record} records {size}"
-    if sha256_file(path) != digest:
-        return f"{path} is corrupt or was changed after saving: its SHA-256 differs from the one in {record}"
-    return None

@@ -8,7 +8,7 @@ import torch
 
 from mot.io import sha256_file
 from mot.model import MoTModel, build_model
-from mot.model.io import CheckpointError, from_pretrained
+from mot.io import CheckpointError
 
 from tests.helpers import random_batch, tiny_config
 
@@ -39,7 +39,7 @@ def test_tensor_names_identify_the_tower(tmp_path):
 
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="config.json does not exist"):
-        from_pretrained(tmp_path / "nowhere")
+        MoTModel.from_pretrained(tmp_path / "nowhere")
 
 
 def test_truncated_weights_are_reported(tmp_path):
@@ -47,7 +47,7 @@ def test_truncated_weights_are_reported(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        from_pretrained(tmp_path)
+        MoTModel.from_pretrained(tmp_path)
 
 
 def test_weights_of_another_architecture_are_rejected(tmp_path):
@@ -56,7 +56,7 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     config["towers"] = {"text": "shared", "image": "shared"}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"does not match the architecture.*missing: .*towers\.shared"):
-        from_pretrained(tmp_path)
+        MoTModel.from_pretrained(tmp_path)
 
 
 def test_invalid_config_file_names_the_field(tmp_path):
@@ -65,7 +65,7 @@ def test_invalid_config_file_names_the_field(tmp_path):
     config["n_heads"] = 5
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="d_model=32: must be divisible by n_heads=5"):
-        from_pretrained(tmp_path)
+        MoTModel.from_pretrained(tmp_path)
 
 
 def test_a_failed_save_leaves_the_previous_files_intact(tmp_path, monkeypatch):
@@ -83,7 +83,7 @@ def test_a_failed_save_leaves_the_previous_files_intact(tmp_path, monkeypatch):
         model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "config.json", "model.safetensors"]
-    from_pretrained(tmp_path)  # the previous checksums still vouch for the previous weights
+    MoTModel.from_pretrained(tmp_path)  # the previous checksums still vouch for the previous weights
 
 
 def flip_byte(path, offset):
@@ -108,7 +108,7 @@ def test_a_changed_byte_in_the_tensor_data_is_refused_naming_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape(f"{weights} is corrupt or was changed after saving")
                        + r".*restore it from a good copy.*verify=False"):
         MoTModel.from_pretrained(tmp_path)
-    edited = from_pretrained(tmp_path, verify=False)  # the opt-out for weights changed on purpose
+    edited = MoTModel.from_pretrained(tmp_path, verify=False)  # the opt-out for weights changed on purpose
     changed = [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, edited.state_dict()[name])]
     assert len(changed) == 1
 
@@ -120,7 +120,7 @@ def test_a_truncated_file_is_refused_by_its_recorded_size(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1])
     with pytest.raises(CheckpointError, match=re.escape(f"{weights} is corrupt or truncated: it has {size - 1} "
                                                         f"bytes, checksums.json records {size}")):
-        from_pretrained(tmp_path)
+        MoTModel.from_pretrained(tmp_path)
 
 
 def test_weights_saved_without_checksums_say_how_to_load_them(tmp_path):
@@ -129,9 +129,9 @@ def test_weights_saved_without_checksums_say_how_to_load_them(tmp_path):
     (tmp_path / "checksums.json").unlink()  # as saved by mot before it recorded checksums
     with pytest.raises(CheckpointError, match=r"checksums.json does not exist, so .*model.safetensors cannot be "
                                               r"checked.*load them with .*verify=False\) and save them again"):
-        from_pretrained(tmp_path)
+        MoTModel.from_pretrained(tmp_path)
     loaded = MoTModel.from_pretrained(tmp_path, verify=False)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     loaded.save_pretrained(tmp_path)
-    from_pretrained(tmp_path)
+    MoTModel.from_pretrained(tmp_path)

@@ -1,4 +1,4 @@
-"""Release format: ``config.json`` + ``model.safetensors`` (as Hugging Face models ship), and
+"""The release format of a model (MoT models and image tokenizers alike): ``config.json`` + ``model.safetensors`` (as Hugging Face models ship), and
 ``checksums.json``, the size and SHA-256 of the weights, which loading checks.
 
 Tensor names are the module paths, so per-tower weights read as their tower:
@@ -15,15 +15,12 @@ do not match them, which loading reports; never weights that load unchecked.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, ModelConfig, load_config
 from ..errors import MotError
-from ..io import file_entry, file_problem
+from .files import atomic_write, file_entry, file_problem
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -36,16 +33,16 @@ class CheckpointError(MotError, RuntimeError):
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and, last, ``checksums.json`` into ``directory``;
-    each file appears whole or not at all."""
+    """Write ``config.json`` (``model.config.to_dict()``), ``model.safetensors`` and, last,
+    ``checksums.json`` into ``directory``; each file appears whole or not at all."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path), metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path), metadata={"format": "pt"}))
     config_text = json.dumps(model.config.to_dict(), indent=2) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(config_text))
+    atomic_write(directory / CONFIG_FILE, lambda path: Path(path).write_text(config_text))
     write_checksums(directory)
     return directory
 
@@ -58,7 +55,7 @@ def write_checksums(directory: str | Path, names: tuple = (WEIGHTS_FILE,)) -> No
     directory = Path(directory)
     files = {name: file_entry(directory / name) for name in names}
     text = json.dumps({"format": CHECKSUMS_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
-    _atomic_write(directory / CHECKSUMS_FILE, lambda path: Path(path).write_text(text))
+    atomic_write(directory / CHECKSUMS_FILE, lambda path: Path(path).write_text(text))
 
 
 def verify_checksums(directory: str | Path, opt_out: str, names: tuple = (WEIGHTS_FILE,)) -> None:
@@ -86,17 +83,6 @@ def verify_checksums(directory: str | Path, opt_out: str, names: tuple = (WEIGHT
             raise CheckpointError(f"{problem}; {repair}")
 
 
-def _atomic_write(target: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def state_mismatch(model: torch.nn.Module, state: dict) -> list:
     """What keeps ``state`` from loading into ``model`` (missing, unexpected, wrongly shaped
     tensors, a few of each named); empty when it fits."""
@@ -109,41 +95,30 @@ def state_mismatch(model: torch.nn.Module, state: dict) -> list:
             for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
 
 
-def load_model_config(directory: str | Path) -> ModelConfig:
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: not a saved mot model directory")
-    try:
-        return load_config(ModelConfig, path)
-    except ConfigError as error:
-        raise CheckpointError(f"{path}: {error}") from None
-
-
-def from_pretrained(directory: str | Path, device: torch.device | str = "cpu", *, verify: bool = True):
-    """Load a model written by :func:`save_pretrained`; every tensor must match the config's architecture.
-
-    With ``verify`` (the default) ``model.safetensors`` must have the size and SHA-256 recorded
-    in ``checksums.json``, else :class:`CheckpointError` names the file. ``verify=False`` skips
-    that check, for weights edited on purpose or saved before mot recorded checksums."""
+def read_weights(directory: str | Path, opt_out: str, *, verify: bool = True,
+                 device: torch.device | str = "cpu") -> dict:
+    """The tensors of ``directory/model.safetensors``, checked against ``checksums.json`` first
+    when ``verify`` (see :func:`verify_checksums`); every failure is a :class:`CheckpointError`
+    naming the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .transformer import build_model
-
-    config = load_model_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} does not exist")
     if verify:
-        verify_checksums(directory, f"MoTModel.from_pretrained('{directory}', verify=False)")
+        verify_checksums(directory, opt_out)
     try:
-        state = load_file(str(weights), device=str(device))
+        return load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is corrupt or truncated: {error}") from None
-    model = build_model(config, device="meta")
+
+
+def load_weights_into(model: torch.nn.Module, state: dict, directory: str | Path) -> None:
+    """Load ``state`` (read from ``directory``) into ``model``, every tensor required to fit;
+    :class:`CheckpointError` names the tensors that do not."""
     problems = state_mismatch(model, state)
     if problems:
-        raise CheckpointError(f"{weights} does not match the architecture in {CONFIG_FILE}; " + "; ".join(problems))
-    model = model.to_empty(device=device)
+        raise CheckpointError(f"{Path(directory) / WEIGHTS_FILE} does not match the architecture in "
+                              f"{Path(directory) / CONFIG_FILE}; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
-    return model
