@@ -2,7 +2,7 @@
 the held-out split (attribute combinations absent from training) and the Fashion-MNIST *test*
 split (`mot prepare` reads the train split only), each next to its VQ reconstruction.
 
-    mot prepare --config configs/data/tiny.yaml out_dir=/tmp/tiny
+    mot prepare --config configs/data/tiny.yaml --out /tmp/tiny
     python scripts/corpus_vq_grid.py /tmp/tiny --out docs/images/vq_tiny_corpus.png
 """
 

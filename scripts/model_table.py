@@ -3,14 +3,14 @@
     python scripts/model_table.py [--context 4096]
 
 Counts are analytic (``mot.model.accounting``) and checked against each model built on the meta
-device; the same rows as ``mot summary``.
+device; the same rows as ``mot config list --sizes`` (:func:`mot.eval.sizes.preset_table`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from mot.cli import preset_table
+from mot.eval.sizes import preset_table
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:

@@ -63,7 +63,7 @@ def small_transfusion_recipe(corpus, runs, **overrides):
 def small_recipe(corpus, runs, **overrides):
     """A training recipe for :func:`prepare_small_corpus`: a 2-layer, 32-wide model, 10 steps of
     2 micro-batches of 2 x 96 tokens, deterministic, logging every step."""
-    from mot.train.recipe import load_recipe
+    from mot.runs.recipe import load_recipe
 
     settings = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
                 "data.batch_rows": 2, "data.grad_accum": 2, "data.valid_batches": 1,

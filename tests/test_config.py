@@ -115,7 +115,7 @@ def test_latent_settings_load_from_overrides():
 def test_a_tower_map_over_a_recipes_preset_replaces_the_presets_map_whole():
     """A nested tower map (``model.towers`` of a recipe) is replaced, not merged key by key: the
     preset's ``speech`` entry must not survive a map that names only text and image."""
-    from mot.train.recipe import load_recipe
+    from mot.runs.recipe import load_recipe
 
     config = load_recipe(None, ["preset=chameleon-speech-443m-loo-text", "model.towers={text: t, image: t, speech: s}"])
     assert config.model.towers == {"text": "t", "image": "t", "speech": "s"}

@@ -17,8 +17,8 @@ import pytest
 
 import mot
 from mot.config import ConfigError, ModelConfig, load_config
-from mot.eval.experiment import ExperimentConfig
-from mot.train.recipe import load_recipe
+from mot.experiments.experiment import ExperimentConfig
+from mot.runs.recipe import load_recipe
 
 #: what a config needs beyond its defaults to be valid
 BASES = {ExperimentConfig: dict(architectures={"dense": []}, reference="dense")}

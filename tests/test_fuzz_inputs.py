@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mot.cli import main
-from mot.data.documents import Document, DocumentError, read_jsonl
+from mot.data.documents import Document, DocumentError
+from mot.data.jsonl import read_jsonl
 from mot.generate.transfusion import ImageSampling, SamplingError
-from mot.train.metrics import MetricsError, MetricsLogger, read_metrics
+from mot.runs.metrics import MetricsError, read_metrics
+from mot.train.metrics import MetricsLogger
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "tiny" / "chameleon.yaml"
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -79,13 +81,13 @@ def test_bad_config_files(capsys, tmp_path, name):
     contents, named = CONFIG_FILES[name]
     path = tmp_path / name
     path.write_bytes(contents)
-    fails_cleanly(capsys, ["config", "show", path], name, named)
+    fails_cleanly(capsys, ["config", "show", "--config", path], name, named)
     fails_cleanly(capsys, ["train", "--config", path, "--dry-run"], name, named)
 
 
 def test_a_directory_as_a_config_file(capsys, tmp_path):
     (tmp_path / "model.yaml").mkdir()
-    fails_cleanly(capsys, ["config", "show", tmp_path / "model.yaml"], "model.yaml' is a directory, not a file")
+    fails_cleanly(capsys, ["config", "show", "--config", tmp_path / "model.yaml"], "model.yaml' is a directory, not a file")
 
 
 # ---------------------------------------------------------------------------- overrides --
@@ -97,7 +99,7 @@ def test_a_directory_as_a_config_file(capsys, tmp_path):
     ("moe=1", "moe"), ("[=", "'[='"), ("n_layers=1" + "0" * 5000, "n_layers"), ("towers=" + "[" * 5000, "towers"),
 ], ids=short)
 def test_bad_model_overrides(capsys, override, named):
-    fails_cleanly(capsys, ["config", "show", "tiny-mot", override], named)
+    fails_cleanly(capsys, ["config", "show", "--config", "tiny-mot", override], named)
 
 
 @pytest.mark.parametrize("override, named", [
@@ -111,9 +113,9 @@ def test_bad_recipe_overrides(capsys, override, named):
 
 def test_a_key_given_twice_takes_the_last_value(capsys):
     # experiments compose override lists (shared, then an architecture's own), so this is no error
-    assert main(["config", "show", "tiny-mot", "n_layers=2", "n_layers=3"]) == 0
+    assert main(["config", "show", "--config", "tiny-mot", "n_layers=2", "n_layers=3"]) == 0
     assert "n_layers: 3" in capsys.readouterr().out
-    fails_cleanly(capsys, ["config", "show", "tiny-mot", "n_layers=2", "n_layers=x"], "'n_layers=x'")
+    fails_cleanly(capsys, ["config", "show", "--config", "tiny-mot", "n_layers=2", "n_layers=x"], "'n_layers=x'")
 
 
 # -------------------------------------------------------------------------- JSONL corpora --
@@ -153,7 +155,7 @@ def record(step: int) -> dict:
 @pytest.fixture
 def bare_run(tmp_path):
     """A run directory as training leaves it before its first checkpoint: config.yaml and metrics."""
-    from mot.train.run_dir import prepare_run_dir
+    from mot.runs.run_dir import prepare_run_dir
     from tests.helpers import small_transfusion_recipe
 
     run = prepare_run_dir(small_transfusion_recipe(tmp_path / "corpus", tmp_path / "runs"))
@@ -165,7 +167,7 @@ def test_a_partial_last_metrics_line_is_dropped(capsys, bare_run, tmp_path):
     with open(bare_run / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 4, "kind": "tr')  # killed in the middle of a write
     assert [r["step"] for r in read_metrics(bare_run)] == [1, 2, 3]
-    assert main(["plot", str(bare_run), "--out", str(tmp_path / "loss.png")]) == 0
+    assert main(["analyze", "losses", str(bare_run), "--out", str(tmp_path / "loss.png")]) == 0
     assert (tmp_path / "loss.png").is_file()
     MetricsLogger(bare_run, 10, resume_step=2, tensorboard=False, interactive=False)  # a resumption
     assert "metrics.jsonl:4: dropped a partial last line" in capsys.readouterr().out
@@ -177,18 +179,18 @@ def test_a_bad_metrics_line_before_the_last_names_file_and_line(capsys, bare_run
     lines = (bare_run / "metrics.jsonl").read_text().splitlines()
     lines[1] = bad
     (bare_run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    fails_cleanly(capsys, ["plot", bare_run, "--out", tmp_path / "loss.png"], "metrics.jsonl:2")
+    fails_cleanly(capsys, ["analyze", "losses", bare_run, "--out", tmp_path / "loss.png"], "metrics.jsonl:2")
     with pytest.raises(MetricsError, match="metrics.jsonl:2"):
         MetricsLogger(bare_run, 10, resume_step=3, tensorboard=False, interactive=False)
 
 
 def test_plot_refuses_an_output_it_cannot_write_and_runs_without_metrics(capsys, bare_run, tmp_path):
-    fails_cleanly(capsys, ["plot", bare_run, "--out", tmp_path / "loss.yaml"], "loss.yaml", ".png")
+    fails_cleanly(capsys, ["analyze", "losses", bare_run, "--out", tmp_path / "loss.yaml"], "loss.yaml", ".png")
     (bare_run / "metrics.jsonl").write_text("")
-    fails_cleanly(capsys, ["plot", bare_run, "--out", tmp_path / "loss.png"], "no metrics")
+    fails_cleanly(capsys, ["analyze", "losses", bare_run, "--out", tmp_path / "loss.png"], "no metrics")
 
 
-@pytest.mark.parametrize("argv", [["export", "{run}", "{tmp}/out"], ["generate", "{run}", "--prompt", "a star"],
+@pytest.mark.parametrize("argv", [["export", "{run}", "--out", "{tmp}/out"], ["generate", "{run}", "--prompt", "a star"],
                                   ["analyze", "pca", "{run}"], ["analyze", "caption-use", "{run}"]])
 def test_a_run_without_checkpoints(capsys, bare_run, tmp_path, argv):
     argv = [a.format(run=bare_run, tmp=tmp_path) for a in argv]
@@ -196,7 +198,7 @@ def test_a_run_without_checkpoints(capsys, bare_run, tmp_path, argv):
 
 
 @pytest.mark.parametrize("contents", [b"\xff\xfe", b"a: [1\n", b"- 1\n", b"bogus: 1\n"])
-@pytest.mark.parametrize("verb", [["export", "{run}", "{tmp}/out"], ["generate", "{run}", "--prompt", "a star"]])
+@pytest.mark.parametrize("verb", [["export", "{run}", "--out", "{tmp}/out"], ["generate", "{run}", "--prompt", "a star"]])
 def test_a_damaged_run_config(capsys, bare_run, tmp_path, contents, verb):
     (bare_run / "config.yaml").write_bytes(contents)
     fails_cleanly(capsys, [a.format(run=bare_run, tmp=tmp_path) for a in verb], "config.yaml")
@@ -217,7 +219,7 @@ def test_resuming_into_a_damaged_run_config(capsys, small_corpus, tmp_path, cont
 
 @pytest.mark.parametrize("contents", [b"{bad", b"[1]", b"\xff", b"[" * 50_000], ids=short)
 def test_a_damaged_environment_file_does_not_cost_the_report(tmp_path, contents):
-    from mot.train.run_dir import read_environment
+    from mot.runs.run_dir import read_environment
 
     (tmp_path / "environment.json").write_bytes(contents)
     assert "environment.json" in read_environment(tmp_path)["damaged"]
@@ -230,7 +232,7 @@ def test_a_damaged_checkpoint_marker(capsys, transfusion_run, tmp_path):
     run = Path(shutil.copytree(transfusion_run, tmp_path / "run"))
     for marker in run.glob("checkpoints/*/complete.json"):
         marker.write_bytes(b"{bad")
-    fails_cleanly(capsys, ["export", run, tmp_path / "out"], "no complete checkpoint")
+    fails_cleanly(capsys, ["export", run, "--out", tmp_path / "out"], "no complete checkpoint")
 
 
 @pytest.mark.parametrize("contents", [b"{bad", b"[1]", b"{}", b"\xff"])
@@ -253,7 +255,7 @@ def test_bad_sampling_options_are_refused_before_the_model_loads(capsys, tmp_pat
 
 
 def test_sampling_options_the_run_refuses(capsys, transfusion_run, tmp_path):
-    fails_cleanly(capsys, ["generate", transfusion_run, "--prompt", "a star", "--steps", "5000"],
+    fails_cleanly(capsys, ["generate", transfusion_run, "--prompt", "a star", "--denoising-steps", "5000"],
                   "steps=5000", "1000 diffusion steps")
     for side in (10_000, 30_000):  # past Pillow's limit, where it warns, and past twice it, where it raises
         bomb = bomb_png(tmp_path / f"bomb{side}.png", side)
@@ -294,7 +296,7 @@ def test_fuzz_overrides(capsys, key, value):
     override = f"{key}={value}"
     if override.startswith("-"):  # argparse's option, not an override
         return
-    code = main(["config", "show", "tiny-mot", override])
+    code = main(["config", "show", "--config", "tiny-mot", override])
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err and "internal error" not in err, (override, err)
     assert code == 0 or sum(line.startswith("mot: error:") for line in err.splitlines()) == 1, err
@@ -332,7 +334,7 @@ def test_fuzz_jsonl_documents(tmp_path, lines):
 def test_fuzz_config_files(capsys, tmp_path, contents):
     path = tmp_path / "model.yaml"
     path.write_bytes(contents)
-    code = main(["config", "show", str(path)])
+    code = main(["config", "show", "--config", str(path)])
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err and "internal error" not in err, (contents, err)
 
@@ -344,13 +346,14 @@ _MAGIC = st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM
 @given(data=st.tuples(_MAGIC, st.binary(max_size=80)).map(b"".join))
 def test_fuzz_image_files(tmp_path, data):
     from mot.config import ConfigError
-    from mot.data.documents import ImageSegment, check_files, load_image
-    from mot.generate.commands import _read_image
+    from mot.data.document_files import check_files, load_image
+    from mot.data.documents import ImageSegment
+    from mot.generate.image_files import read_image
 
     path = tmp_path / "image.png"
     path.write_bytes(data)
     try:
-        assert _read_image(str(path), 8).shape == (8, 8, 3)
+        assert read_image(str(path), 8).shape == (8, 8, 3)
     except ConfigError as error:
         assert f"--caption {path}" in str(error)
     segment = ImageSegment(path=str(path))
@@ -375,7 +378,7 @@ def test_fuzz_image_sampling(steps, method, cfg_scale, eta, seed, clip_latents):
 
 
 @FUZZ
-@given(options=st.lists(st.sampled_from(["--steps", "--cfg-scale", "--temperature", "--seed", "--method",
+@given(options=st.lists(st.sampled_from(["--denoising-steps", "--cfg-scale", "--temperature", "--seed", "--method",
                                          "--per-prompt"]).flatmap(lambda o: st.tuples(st.just(o), st.text(max_size=8))),
                         max_size=3))
 def test_fuzz_generate_options(capsys, tmp_path, options):

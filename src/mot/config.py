@@ -24,7 +24,7 @@ import yaml
 from .errors import MotError, first_line
 from .io import YamlError, read_yaml
 
-#: Components whose weights can be untied per tower (DESIGN.md §2).
+#: Components whose weights can be untied per tower (the paper, section 2).
 COMPONENTS = ("ffn", "attention", "norms")
 #: Group name used for a component whose weights are shared by all towers.
 SHARED = "shared"

@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .config import SHARED, ConfigError, LatentConfig, ModelConfig, MoEConfig
+from .config import SHARED, ConfigError, LatentConfig, ModelConfig, MoEConfig, load_config
 
 PAPER_SEQ_LEN = 4096
 CHAMELEON_VOCAB = 65_536
@@ -198,3 +199,13 @@ def _lookup(name: str) -> Tuple[PresetInfo, _Setting, _Size]:
     close = difflib.get_close_matches(name, list(_PRESETS), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(f"unknown preset {name!r}; {hint}`mot config list` shows all {len(_PRESETS)}")
+
+
+def resolve_model_config(source: str, overrides: Sequence[str] = ()) -> ModelConfig:
+    """A preset name or a model config YAML file, then ``key=value`` overrides, validated.
+
+    An unknown preset name raises :class:`ConfigError` with the closest preset names."""
+    looks_like_file = source.endswith((".yaml", ".yml")) or "/" in source or Path(source).is_file()
+    if looks_like_file and not is_preset(source):
+        return load_config(ModelConfig, source, overrides)
+    return load_config(ModelConfig, None, overrides, base=get_preset(source))

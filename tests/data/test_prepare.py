@@ -72,6 +72,16 @@ def test_the_same_seed_gives_byte_identical_shards(corpus, tmp_path):
             assert (tmp_path / "shards" / name / file).read_bytes() == (out / "shards" / name / file).read_bytes()
 
 
+def test_long_steps_report_progress_through_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOT_PROGRESS", "lines")  # as when the output goes to a file
+    lines = []
+    prepare(PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0)), log=lines.append)
+    for start in ("source shapescenes: 40/40 documents (100%)", "training image_vq: 3/3 steps (100%)",
+                  "shards: 40/40 documents (100%)"):
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    assert any("loss=" in line for line in lines if line.startswith("training image_vq"))
+
+
 def test_another_config_in_the_same_directory_is_refused(corpus):
     out, _ = corpus
     with pytest.raises(PrepareError, match=r"another config \(differs in \['seed'\]\)"):

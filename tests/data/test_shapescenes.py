@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mot.data.documents import read_jsonl, write_jsonl
+from mot.data.jsonl import read_jsonl, write_jsonl
 from mot.data.sources.shapescenes import (BACKGROUNDS, COLOURS, HELDOUT_PAIRS, RELATION_PHRASES,
                                           INVERSE_RELATION, SHAPES, SIZES, render_scene,
                                           sample_scene, shapescenes)

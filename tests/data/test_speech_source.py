@@ -244,3 +244,14 @@ def test_choose_voice_spreads_over_engines_and_voices():
     assert len({v.speaker_id for v in voices}) > 50
     for voice in voices:
         assert Voice.from_speaker_id(voice.speaker_id) == voice
+
+
+def test_synthesize_many_reports_progress_and_keeps_the_order(fake_flite):
+    fake_flite.write_text("ok")
+    texts = [f"text number {i}" for i in range(5)]
+    lines = []
+    parallel = synthesize_many(texts, seed=1, workers=2, log=lines.append)
+    serial = synthesize_many(texts, seed=1, workers=1, log=lambda _: None)
+    assert [u.text for u in parallel] == [u.text for u in serial] == texts
+    assert [u.speaker_id for u in parallel] == [u.speaker_id for u in serial]
+    assert len(lines) == 1 and lines[0].startswith("speech synthesis: 5/5 utterances (100%)")

@@ -13,9 +13,9 @@ from mot.config import ConfigError
 from mot.data.packing import TokenizedDocument, pack
 from mot.eval.pca import analyze_pca, hidden_states_by_modality, modality_separation, pca_figure, project
 from mot.io import CheckpointError
-from mot.train.export import load_run_model
-from mot.train.trainer import Trainer
+from mot.runs.model import load_run_model
 from mot.tokenizers.vocab import VocabLayout
+from mot.train.trainer import Trainer
 
 from tests.helpers import small_recipe
 

@@ -25,7 +25,7 @@ def test_the_pipeline_draws_images_and_captions_them(transfusion_run):
 def test_mot_generate_writes_pngs_and_prints_captions(transfusion_run, tmp_path, capsys):
     out = tmp_path / "samples"
     assert main(["generate", str(transfusion_run), "--prompt", "a large red circle on a white background",
-                 "--prompt", "a small blue star", "--per-prompt", "2", "--steps", "2", "--out", str(out)]) == 0
+                 "--prompt", "a small blue star", "--per-prompt", "2", "--denoising-steps", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png"] + [f"sample-{i:03d}.png" for i in range(4)]
     assert Image.open(out / "sample-000.png").size == (32, 32)
     image = tmp_path / "big.png"

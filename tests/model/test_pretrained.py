@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
+from mot.io import CheckpointError
 from mot.io import sha256_file
 from mot.model import MoTModel, build_model
-from mot.io import CheckpointError
 
 from tests.helpers import random_batch, tiny_config
 

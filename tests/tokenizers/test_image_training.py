@@ -1,4 +1,7 @@
-"""What both image tokenizers' training promises: the seed alone decides the result."""
+"""What both image tokenizers' training promises: the seed alone decides the result, and the log shows
+progress and loss."""
+
+import re
 
 import pytest
 import torch
@@ -25,3 +28,14 @@ def test_training_is_deterministic_given_the_seed(digits, train, config):
     assert first_metrics == second_metrics
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+@pytest.mark.parametrize("train,config,parts", [(train_image_vq, ImageVQConfig(width=8), "mse=.*, entropy="),
+                                                (train_image_vae, ImageVAEConfig(width=8), "mse=.*, kl=")])
+def test_training_reports_its_progress_and_loss_through_log(digits, train, config, parts, monkeypatch):
+    monkeypatch.setenv("MOT_PROGRESS", "lines")
+    lines = []
+    train(digits, config, steps=3, batch_size=8, seed=0, log_every=0, log=lines.append)
+    assert len(lines) == 1  # the final line: 3 steps take less than the 30 s between lines
+    assert re.fullmatch(rf"training image_v(q|ae): 3/3 steps \(100%\), .* steps/s, 0:\d\d elapsed, "
+                        rf"loss=[-\d.e]+, {parts}[-\d.e]+", lines[0])

@@ -11,12 +11,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mot.data.loader import Loader
-from mot.data.prepare import PrepareConfig, prepare
 from mot.data.settings import open_corpus
+from mot.runs.metrics import read_metrics
+from mot.runs.recipe import load_recipe
 from mot.train.distributed import DistributedContext
-from mot.train.metrics import read_metrics
-from mot.train.recipe import load_recipe
 from mot.train.trainer import Trainer
+
+from tests.helpers import prepare_small_corpus
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -29,9 +30,7 @@ def corpus(tmp_path_factory):
     words = out / "words.jsonl"  # text-only documents, for the rank that sees no image
     words.write_text("".join(json.dumps({"id": f"w{i}", "segments": [{"type": "text", "text": f"plain words {i} " * 6}]})
                              + "\n" for i in range(40)))
-    prepare(PrepareConfig(out_dir=str(out), shapescenes=24, digits=0, text_documents=0, text_vocab=300,
-                          vq_steps=2, vq_batch_size=8, valid_fraction=0.2, jsonl=[str(words)]), log=lambda _: None)
-    return out
+    return prepare_small_corpus(out, jsonl=[str(words)])
 
 
 def recipe(corpus, runs, grad_accum):

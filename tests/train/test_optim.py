@@ -7,8 +7,8 @@ import torch
 
 from mot.config import ConfigError, load_config
 from mot.model import build_model
-from mot.train.optim import (OptimConfig, build_optimizer, clip_gradients, learning_rate,
-                             parameter_groups)
+from mot.runs.optim_config import OptimConfig
+from mot.train.optim import build_optimizer, clip_gradients, learning_rate, parameter_groups
 
 from tests.helpers import random_batch, tiny_config
 

@@ -1,6 +1,7 @@
 """The trainer on a small prepared corpus: exact resume, checkpoints, the guard, spikes, export."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -9,9 +10,9 @@ import torch
 from mot.config import ConfigError
 from mot.io import CheckpointError
 from mot.model.transformer import MoTModel
-from mot.train.export import export_run
-from mot.train.metrics import read_metrics
-from mot.train.recipe import load_recipe
+from mot.runs.metrics import read_metrics
+from mot.runs.model import export_run
+from mot.runs.recipe import load_recipe
 from mot.train.trainer import Trainer, TrainingError
 
 from tests.helpers import small_recipe
@@ -167,9 +168,16 @@ def test_the_cli_exports_and_analyzes_a_run(corpus, tmp_path, capsys):
     from mot.cli import main
 
     Trainer(recipe(corpus, tmp_path, steps=3), log=quiet).train()
-    assert main(["export", str(tmp_path / "run"), str(tmp_path / "release")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "release")]) == 0
     assert (tmp_path / "release" / "model.safetensors").is_file()
     assert main(["analyze", "pca", str(tmp_path / "run"), "--batches", "1"]) == 0
     assert (tmp_path / "run" / "analysis" / "pca.png").is_file()
-    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "loss.png")]) == 0
+    assert main(["analyze", "losses", str(tmp_path / "run"), "--out", str(tmp_path / "loss.png")]) == 0
     assert (tmp_path / "loss.png").is_file() and "wrote" in capsys.readouterr().out
+
+
+def test_training_off_a_terminal_prints_lines_with_the_time_left(corpus, tmp_path, capsys):
+    Trainer(recipe(corpus, tmp_path, steps=4, log_every=2), log=quiet).train()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert re.search(r"^step +2 loss [0-9.]+ .* tok/s \(2/4 steps, ~\d+:\d\d left\)$", lines[0]), lines
+    assert re.search(r"\(4/4 steps, ~0:00 left\)$", lines[-1]), lines

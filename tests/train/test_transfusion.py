@@ -9,9 +9,10 @@ from mot.data.packing import IGNORE
 from mot.data.settings import open_corpus
 from mot.model.transformer import ModelOutput
 from mot.objectives.diffusion import diffusion_loss_per_image, draw_timesteps, generator_for
-from mot.train.metrics import read_metrics
+from mot.runs.metrics import read_metrics
+from mot.runs.recipe import DiffusionConfig, load_recipe
+from mot.runs.resolve import resolve_model
 from mot.train.objective import TransfusionObjective
-from mot.train.recipe import DiffusionConfig, load_recipe, resolve_model
 from mot.train.trainer import Trainer
 
 from tests.helpers import small_transfusion_recipe

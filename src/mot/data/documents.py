@@ -10,33 +10,27 @@ A document is an id, an ordered list of segments and an optional ``meta`` dict. 
                                  {"type": "speech", "path": "audio/1.wav", "speaker": "slt"}],
      "meta": {"source": "mine"}}
 
-Relative paths in a file are relative to that file's directory. In memory, paths are ordinary
-paths (relative ones are relative to the working directory); :func:`read_jsonl` makes them
-absolute, and :func:`write_jsonl` writes paths under the output directory relative to it, so a
-corpus directory can be moved as a whole.
+This module holds the schema: the segment and document classes, their validation (every bad
+value is a :class:`DocumentError` that says what is wrong and, through ``located``, where) and
+their JSON form. Reading and writing JSONL files is :mod:`mot.data.jsonl`; opening the image and
+audio files that segments point to is :mod:`mot.data.document_files`.
 
-Bad input fails with a :class:`DocumentError` naming the file, line, document, segment and what
-is wrong; with ``skip_bad=True`` the document is skipped and counted in a :class:`ReadReport`.
+In memory, paths are ordinary paths (relative ones are relative to the working directory).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image
 
-from mot.data.imaging import open_image, rgb_array
 from mot.errors import MotError
 
-# Why a document is bad: the keys of ReadReport.skipped, so a manifest can count each kind.
+# Why a document is bad: the keys of mot.data.jsonl.ReadReport.skipped, so a manifest can count each kind.
 MALFORMED_JSON = "malformed_json"
 INVALID_UTF8 = "invalid_utf8"
 BAD_DOCUMENT = "bad_document"
@@ -52,9 +46,6 @@ CORRUPT_AUDIO = "corrupt_audio"
 REASONS = (MALFORMED_JSON, INVALID_UTF8, BAD_DOCUMENT, DUPLICATE_ID, UNKNOWN_SEGMENT_TYPE,
            BAD_SEGMENT, EMPTY_TEXT, BAD_ARRAY, MISSING_IMAGE, CORRUPT_IMAGE, MISSING_AUDIO,
            CORRUPT_AUDIO)
-
-# How many error messages a ReadReport keeps verbatim; the counts cover every skipped document.
-_EXAMPLES_KEPT = 20
 
 
 class DocumentError(MotError, ValueError):
@@ -155,7 +146,8 @@ class ImageSegment:
         return self.array.shape == other.array.shape and np.array_equal(self.array, other.array)
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
-        """The segment as it is written to JSONL (see :func:`write_jsonl` for ``relative_to``)."""
+        """The segment as it is written to JSONL (see :func:`mot.data.jsonl.write_jsonl` for
+        ``relative_to``)."""
         if self.path is not None:
             return {"type": "image", "path": _portable_path(self.path, relative_to)}
         return {"type": "image", "array": self.array.tolist()}
@@ -199,7 +191,8 @@ class SpeechSegment:
                                 BAD_SEGMENT)
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
-        """The segment as it is written to JSONL (see :func:`write_jsonl` for ``relative_to``)."""
+        """The segment as it is written to JSONL (see :func:`mot.data.jsonl.write_jsonl` for
+        ``relative_to``)."""
         out = {"type": "speech", "path": _portable_path(self.path, relative_to)}
         if self.speaker is not None:
             out["speaker"] = self.speaker
@@ -315,206 +308,3 @@ def _segment_from_dict(raw: Any, base_dir: str | os.PathLike | None) -> Segment:
         values["path"] = os.path.abspath(os.path.join(base_dir, values["path"]))
     return SEGMENT_TYPES[kind](**values)
 
-
-def _decode_image(path: str, verify: bool) -> Image.Image:
-    """Open and fully decode the image file at ``path``; DocumentError if it is missing or bad."""
-    if not os.path.isfile(path):
-        raise DocumentError(f"image file not found: {path}", MISSING_IMAGE)
-    try:
-        if verify:  # verify() checks structure and checksums (e.g. PNG CRCs) without decoding
-            with open_image(path) as image:
-                image.verify()
-        image = open_image(path)
-        image.load()  # decoding catches truncated pixel data, which verify() can miss
-        return image
-    # Pillow reports bad files through many exception types (OSError, SyntaxError, ValueError,
-    # struct.error, DecompressionBombError ...); every one of them means the file is unusable.
-    except Exception as error:  # noqa: BLE001
-        raise DocumentError(f"cannot read image file {path}: {error}", CORRUPT_IMAGE) from None
-
-
-def _check_audio(path: str) -> None:
-    if not os.path.isfile(path):
-        raise DocumentError(f"audio file not found: {path}", MISSING_AUDIO)
-    with open(path, "rb") as handle:
-        header = handle.read(12)
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-        raise DocumentError(f"audio file is not a WAV file (no RIFF/WAVE header): {path}",
-                            CORRUPT_AUDIO)
-
-
-def check_files(document: Document) -> None:
-    """Check that every image file opens and decodes and every audio file is a WAV file.
-    Raises :class:`DocumentError` naming the document and segment."""
-    for index, segment in enumerate(document.segments):
-        try:
-            if isinstance(segment, ImageSegment) and segment.path is not None:
-                _decode_image(segment.path, verify=True).close()
-            elif isinstance(segment, SpeechSegment):
-                _check_audio(segment.path)
-        except DocumentError as error:
-            raise error.located(doc_id=document.id,
-                                segment=f"segment {index} ({segment.kind})") from None
-
-
-def load_image(segment: ImageSegment, size: int | None = None) -> np.ndarray:
-    """The segment's pixels as uint8 ``[H, W, 3]`` RGB (grey is repeated into three channels,
-    transparency is shown on white). With ``size``, centre-cropped to a square and resized to
-    ``size x size`` (see :func:`mot.data.imaging.rgb_array`)."""
-    if segment.array is not None:
-        if size is None:
-            pixels = segment.array
-            return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels.copy()
-        return rgb_array(Image.fromarray(segment.array), size)
-    with _decode_image(segment.path, verify=False) as image:
-        return rgb_array(image, size)
-
-
-@dataclass
-class ReadReport:
-    """What reading one JSONL file gave: documents yielded, and skipped ones counted by reason
-    (one of :data:`REASONS`), with the first few error messages kept verbatim."""
-
-    path: str
-    documents: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def skipped_total(self) -> int:
-        """How many documents were skipped, for every reason together."""
-        return sum(self.skipped.values())
-
-    def record(self, error: DocumentError) -> None:
-        """Count a skipped document."""
-        self.skipped[error.reason] += 1
-        if len(self.examples) < _EXAMPLES_KEPT:
-            self.examples.append(str(error))
-
-    def to_dict(self) -> dict:
-        """Plain JSON types, for a manifest."""
-        return {"path": self.path, "documents": self.documents,
-                "skipped": dict(sorted(self.skipped.items())),
-                "skipped_total": self.skipped_total, "examples": list(self.examples)}
-
-
-class JsonlReader:
-    """An iterable over the documents of one JSONL file; see :func:`read_jsonl`."""
-
-    def __init__(self, path: str | os.PathLike, skip_bad: bool, check_files: bool):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"document file not found: {self.path}")
-        self.skip_bad, self.check_files = skip_bad, check_files
-        self.report = ReadReport(str(self.path))
-
-    def __iter__(self) -> Iterator[Document]:
-        self.report = ReadReport(str(self.path))
-        base_dir = self.path.parent.absolute()
-        first_line_of: dict[str, int] = {}
-        with open(self.path, "rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    document = _parse_line(raw, base_dir)
-                    if document.id in first_line_of:
-                        raise DocumentError(f"duplicate document id (first seen on line "
-                                            f"{first_line_of[document.id]})", DUPLICATE_ID,
-                                            doc_id=document.id)
-                    first_line_of[document.id] = line_number
-                    if self.check_files:
-                        check_files(document)
-                except DocumentError as error:
-                    located = error.located(path=self.path, line=line_number,
-                                            doc_id=_guess_id(raw))
-                    if not self.skip_bad:
-                        raise located from None
-                    self.report.record(located)
-                    continue
-                self.report.documents += 1
-                yield document
-
-
-def _parse_line(raw: bytes, base_dir: Path) -> Document:
-    try:
-        text = raw.decode("utf-8")  # strict: a corpus with broken bytes must not pass silently
-    except UnicodeDecodeError as error:
-        raise DocumentError(f"line is not valid UTF-8: byte 0x{raw[error.start]:02x} at byte "
-                            f"offset {error.start} ({error.reason})", INVALID_UTF8) from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DocumentError(f"malformed JSON: {error.msg} at column {error.colno}",
-                            MALFORMED_JSON) from None
-    except RecursionError:  # thousands of nested [ or {: valid JSON, but no document
-        raise DocumentError("malformed JSON: nested too deeply", MALFORMED_JSON) from None
-    except ValueError as error:  # an integer of more digits than Python converts (4,300)
-        raise DocumentError(f"malformed JSON: {error}", MALFORMED_JSON) from None
-    return Document.from_dict(obj, base_dir)
-
-
-def _guess_id(raw: bytes) -> str | None:
-    """The document id of a line that failed, where it can still be read, for the message."""
-    try:
-        obj = json.loads(raw.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        return None
-    doc_id = obj.get("id") if isinstance(obj, dict) else None
-    return doc_id if isinstance(doc_id, str) and doc_id else None
-
-
-def read_jsonl(path: str | os.PathLike, skip_bad: bool = False,
-               check_files: bool = True) -> JsonlReader:
-    """The documents of a JSONL file, read lazily, in order.
-
-    Lines are read as bytes and decoded as strict UTF-8; blank lines are ignored; relative file
-    paths are resolved against the file's directory (and made absolute). With ``check_files``
-    every image is opened and decoded and every audio file must be a WAV file. A bad document
-    raises :class:`DocumentError` (file, line, document id, segment, problem), or with
-    ``skip_bad`` is skipped and counted in the returned reader's ``.report``
-    (a :class:`ReadReport`, complete once iteration finishes). A missing file raises
-    ``FileNotFoundError`` at once.
-    """
-    return JsonlReader(path, skip_bad, check_files)
-
-
-def write_jsonl(path: str | os.PathLike, documents: Iterable[Document]) -> int:
-    """Write ``documents`` to ``path`` as JSONL, atomically, and return how many were written.
-
-    The lines go to a temporary file next to ``path`` that replaces it only once every line is
-    written and flushed to disk, so an interrupted or failed write leaves any previous file
-    intact. File paths under the output directory are written relative to it, others absolute.
-    Duplicate ids and ``meta`` that is not JSON raise :class:`DocumentError` (nothing written).
-    """
-    path = Path(path)
-    out_dir = path.parent.absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temporary = out_dir / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with mode 0o666 lets the umask decide permissions, as for any new file.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    count, seen = 0, set()
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            for document in documents:
-                if not isinstance(document, Document):
-                    raise TypeError(f"item {count} is a {type(document).__name__}, not a Document")
-                if document.id in seen:
-                    raise DocumentError("duplicate document id", DUPLICATE_ID, path=path,
-                                        doc_id=document.id)
-                seen.add(document.id)
-                try:
-                    line = json.dumps(document.to_dict(out_dir), ensure_ascii=False,
-                                      separators=(",", ":"), allow_nan=False)
-                except (TypeError, ValueError) as error:
-                    raise DocumentError(f"meta is not JSON: {error}", BAD_DOCUMENT, path=path,
-                                        doc_id=document.id) from None
-                handle.write(line.encode("utf-8") + b"\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return count

@@ -3,7 +3,7 @@ packs them into fixed ``[batch_rows, seq_len]`` batches, and resumes exactly.
 
 Everything random is a pure function of ``(seed, ...)`` and a few counters, so the loader's
 state is a handful of integers (``state_dict``), and a loader restored from it yields exactly the
-batches an uninterrupted one would (DESIGN.md invariant 6):
+batches an uninterrupted one would (docs/design.md invariant 6):
 
 * **document order**: in epoch e, dataset d is read in the order of a permutation drawn from
   ``(seed, d, e)``; rank r of w takes every w-th document of it, so ranks never share a document

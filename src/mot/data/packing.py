@@ -7,7 +7,7 @@ A document becomes one token stream::
 Streams are placed in rows of ``seq_len`` tokens in order, first fit: a document that does not fit
 in what is left of a row starts the next row (the rest is padding); a document longer than a row
 is cut into pieces, never inside an image or speech span. Every row carries the metadata the
-model needs (DESIGN.md §3): modality ids, positions restarting per document, document ids,
+model needs (docs/design.md, "The data flow"): modality ids, positions restarting per document, document ids,
 bidirectional span ids, next-token targets, and the routing plan computed here, on the host.
 
 In the Transfusion setting an image span holds placeholder ids, one per latent patch, and the

@@ -16,11 +16,14 @@ U-Net's skips and on the linear patch path in docs/transfusion.md.)
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import torch
 
+from ..config import ConfigError
 from ..generate.transfusion import SamplingError, TransfusionSampler
 from ..objectives.diffusion_schedule import DiffusionScheduler
 
@@ -70,4 +73,41 @@ def caption_use(sampler: TransfusionSampler, latents: torch.Tensor, captions: Se
             else:
                 eps = denoisers[name](x_t, int(t))
             errors[name][int(t)] = float(torch.mean((eps.float() - noise_t) ** 2))
+    return errors
+
+
+def caption_use_table(errors: Dict[str, Dict[str, Dict[int, float]]]) -> List[str]:
+    """Markdown lines of :func:`caption_use`'s noise errors: a row per label
+    (architecture or run) and prompt condition, a column per timestep."""
+    steps = list(next(iter(errors.values()))["caption"])
+    lines = ["| | prompt | " + " | ".join(f"t = {t}" for t in steps) + " |", "|---|---|" + "---:|" * len(steps)]
+    for label, by_condition in errors.items():
+        for index, (condition, by_step) in enumerate(by_condition.items()):
+            lines.append(f"| {label if index == 0 else ''} | {condition} | "
+                         + " | ".join(f"{by_step[t]:.3f}" for t in steps) + " |")
+    return lines
+
+
+def analyze_caption_use(run_dir: str | Path, out: str | Path, scenes: int = 64, seed: int = 0,
+                        log: Callable[[str], None] = print) -> Dict[str, Dict[int, float]]:
+    """:func:`caption_use` of a Transfusion run on ``scenes`` ShapeScenes validation images of its
+    corpus, written to ``out/caption_use.json`` and shown as a table through ``log``."""
+    import numpy as np
+
+    from ..generate.pipeline import TransfusionPipeline
+    from .validation_scenes import validation_images
+
+    pipeline = TransfusionPipeline.from_run(run_dir, log=log)
+    corpus = pipeline.corpus_dir
+    found = validation_images(corpus, scenes)
+    if len(found) < 2:
+        raise ConfigError(f"{corpus} has {len(found)} ShapeScenes validation images; caption-use needs 2 or more")
+    latents = torch.from_numpy(np.stack([scene["latent"] for scene in found]))
+    errors = caption_use(pipeline.sampler, latents, [scene["caption"] for scene in found], seed=seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "caption_use.json").write_text(json.dumps({"scenes": len(found), "errors": errors}, indent=1))
+    log(f"mean squared noise error on {len(found)} validation scenes of {corpus}:")
+    log("\n".join(caption_use_table({Path(run_dir).name: errors})))
+    log(f"wrote {out}/caption_use.json")
     return errors

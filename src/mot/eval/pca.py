@@ -19,9 +19,9 @@ import torch
 
 from ..data.packing import PackedBatch
 from ..data.settings import open_corpus
+from ..io.figures import save_figure
 from ..model.transformer import MoTModel
-from ..train.export import load_run_model
-from .plots import save_figure
+from ..runs.model import load_run_model
 
 #: what :func:`modality_separation` measures, as ``pca.json`` states it
 SEPARATION_METRIC = ("balanced accuracy of a logistic regression predicting the modality from the 2 PCA "

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from ..config import ConfigError
-from ..train.metrics import read_metrics
+from ..io.figures import save_figure
+from ..runs.metrics import read_metrics
+from ..runs.run_dir import METRICS_FILE
 
 
 def loss_curves(run_dir: str | Path) -> Dict[str, Dict[str, List[tuple]]]:
@@ -25,7 +27,13 @@ def loss_curves(run_dir: str | Path) -> Dict[str, Dict[str, List[tuple]]]:
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, title: str = "") -> Path:
-    """One panel per curve group (train, each validation split), a line per run and modality."""
+    """One panel per curve group (train, each validation split), a line per run and modality,
+    written to the PNG file ``out``."""
+    if Path(out).suffix.lower() != ".png":  # matplotlib would pick the format from the suffix
+        raise ConfigError(f"--out {out}: must name a .png file")
+    for run in run_dirs:
+        if not (Path(run) / METRICS_FILE).is_file():
+            raise ConfigError(f"{run} is not a run directory with metrics: {run}/{METRICS_FILE} is missing")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,15 +58,3 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, title: str = "") 
     if title:
         figure.suptitle(title)
     return save_figure(figure, out)
-
-
-def save_figure(figure, out: str | Path, dpi: int = 110) -> Path:
-    """Lay out, write (creating the directory) and close a matplotlib figure; returns the path."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=dpi)
-    plt.close(figure)
-    return out

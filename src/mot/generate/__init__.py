@@ -1,1 +1,2 @@
-"""Generation: sampling from Transfusion models and the pipelines around the sampler."""
+"""Generation: sampling from Transfusion models, the pipelines around the sampler, and the image
+files they read and write."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class TransfusionPipeline:
     def from_run(cls, run_dir: str | Path, log=print) -> "TransfusionPipeline":
         """The newest complete checkpoint of a Transfusion-setting run, with its corpus's tokenizers
         (checked against the fingerprints the run was trained with)."""
-        from ..train.export import load_run_model
+        from ..runs.model import load_run_model
 
         config, model = load_run_model(run_dir, log)
         if config.data.setting != "transfusion":
@@ -54,13 +54,14 @@ class TransfusionPipeline:
     def decode_text(self, ids: Sequence[int]) -> str:
         return self.text.decode(self.layout.to_local("text", np.array(ids, dtype=np.int64)).tolist())
 
-    def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling()) -> np.ndarray:
+    def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling(),
+                      log: Optional[Callable[[str], None]] = None) -> np.ndarray:
         """Images ``uint8 [N, S, S, 3]`` for ``prompts``; an empty prompt is refused, since it would
-        silently draw the unconditional image that guidance subtracts."""
+        silently draw the unconditional image that guidance subtracts. ``log`` receives progress."""
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise SamplingError(f"prompts[{index}]={prompt!r}: a prompt must hold some text")
-        latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling)
+        latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling, log=log)
         return tensor_to_uint8(self.vae.decode(latents.to(self.vae.device))).cpu().numpy()
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:

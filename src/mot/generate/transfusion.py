@@ -35,6 +35,7 @@ from ..config import ConfigError, check_number
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
 from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
+from ..progress import progress
 from ..tokenizers.vocab import VocabLayout
 
 PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
@@ -137,8 +138,9 @@ class TransfusionSampler:
 
     @torch.no_grad()
     def text_to_image(self, captions: Sequence[Sequence[int]], sampling: ImageSampling = ImageSampling(),
-                      reuse_prompt: bool = True) -> torch.Tensor:
-        """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials)."""
+                      reuse_prompt: bool = True, log: Optional[Callable[[str], None]] = None) -> torch.Tensor:
+        """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials); with
+        ``log``, the denoising steps' progress (a bar on a terminal, else a line every 30 s)."""
         guided = sampling.cfg_scale != 1.0
         # With guidance the unconditional prompts (empty captions) run in the same batch.
         denoise = self.denoiser(list(captions) + ([[]] * len(captions) if guided else []), reuse_prompt)
@@ -150,7 +152,10 @@ class TransfusionSampler:
         scheduler.set_timesteps(sampling.steps)
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         x = torch.randn((len(captions), *self.latent_shape), generator=generator, device=self.device)
-        for timestep in scheduler.timesteps.tolist():
+        timesteps = scheduler.timesteps.tolist()
+        if log is not None:
+            timesteps = progress(timesteps, f"denoising {len(captions)} images", unit="steps", log=log)
+        for timestep in timesteps:
             eps = denoise(torch.cat([x, x]) if guided else x, timestep)
             if guided:
                 conditional, unconditional = eps.chunk(2)

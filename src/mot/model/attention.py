@@ -47,6 +47,22 @@ class GlobalAttention(nn.Module):
             self.q_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, head_dim, config.norm_eps))
             self.k_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, head_dim, config.norm_eps))
 
+    def reset_parameters(self, std: float, residual_std: float) -> None:
+        """Normal(0, std) QKV weights; the output projection, which writes into the residual stream,
+        Normal(0, residual_std); unit QK-norms."""
+        for qkv in self.qkv.towers.values():
+            nn.init.normal_(qkv.weight, std=std)
+        self.redraw_output_weights(residual_std)
+        if self.q_norm is not None:
+            self.q_norm.reset_parameters()
+            self.k_norm.reset_parameters()
+
+    def redraw_output_weights(self, residual_std: float) -> None:
+        """Draw the output projection anew from Normal(0, residual_std) (see ``MoTModel.reset_parameters``
+        for why twice)."""
+        for out in self.out.towers.values():
+            nn.init.normal_(out.weight, std=residual_std)
+
     def forward(self, parts: List[torch.Tensor], ctx: AttentionContext) -> List[torch.Tensor]:
         """One part ``[n_t, D]`` per tower -> the attention output for each part, same shapes."""
         plan = ctx.plan

@@ -1,4 +1,4 @@
-"""The one MoT block (DESIGN.md invariant 1): dense, MoT, leave-one-out, ablations and MoE
+"""The one MoT block (docs/design.md invariant 1): dense, MoT, leave-one-out, ablations and MoE
 variants are all this class, configured by the tower map and the set of untied components."""
 
 from __future__ import annotations
@@ -41,6 +41,21 @@ class MoTBlock(nn.Module):
         self.ffn = PerTower(config.groups("ffn"), lambda group: make_ffn(config, group))
         self.ffn_norm = PerTower(norm_groups, lambda _: make_norm(config.norm_type, config.d_model,
                                                                   config.norm_eps))
+
+    def reset_parameters(self, std: float, residual_std: float) -> None:
+        """Normal(0, std) weights, unit norms; the projections that write into the residual stream
+        (attention output, FFN down) Normal(0, residual_std)."""
+        self.attention.reset_parameters(std, residual_std)
+        self.attention_norm.reset_parameters()
+        self.ffn.reset_parameters(std, residual_std)
+        self.ffn_norm.reset_parameters()
+
+    def redraw_output_weights(self, residual_std: float) -> None:
+        """Draw the attention's and the SwiGLU FFNs' output weights anew (see ``MoTModel.reset_parameters``)."""
+        self.attention.redraw_output_weights(residual_std)
+        for ffn in self.ffn.towers.values():
+            if isinstance(ffn, SwiGLU):  # an MoE's experts were always drawn once
+                ffn.redraw_output_weights(residual_std)
 
     def forward(self, parts: List[torch.Tensor], ctx: AttentionContext) -> List[torch.Tensor]:
         if self.pre_norm:

@@ -45,6 +45,11 @@ class LinearPatches(nn.Module):
         self.encoder = nn.Linear(size, dim)
         self.decoder = nn.Linear(dim, size)
 
+    def reset_parameters(self, std: float) -> None:
+        """Normal(0, std) weights; the biases keep PyTorch's default initialisation."""
+        nn.init.normal_(self.encoder.weight, std=std)
+        nn.init.normal_(self.decoder.weight, std=std)
+
     def encode(self, latents: torch.Tensor, time: torch.Tensor) -> Tuple[torch.Tensor, Any]:
         """``latents [N, C, H, W]`` -> patch vectors ``[N, P, D]`` and what :meth:`decode` needs."""
         return self.encoder(patchify(latents, self.patch)), latents.shape[-2:]
@@ -65,6 +70,12 @@ class LatentPath(nn.Module):
         self.config = config
         self.timestep_embedding = TimestepEmbedding(config.timestep_features, dim)
         self.patches = LinearPatches(config, dim) if config.encoder == "linear" else PatchUNet(config, dim)
+
+    def reset_parameters(self, std: float) -> None:
+        """Normal(0, std) weights of the linear layers; biases and convolutions keep PyTorch's default
+        initialisation."""
+        self.timestep_embedding.reset_parameters(std)
+        self.patches.reset_parameters(std)
 
     def patches_per_image(self, height: int, width: int) -> int:
         return (height // self.config.patch_size) * (width // self.config.patch_size)

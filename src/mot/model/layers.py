@@ -25,6 +25,16 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(dim, hidden, bias=False)
         self.down = nn.Linear(hidden, dim, bias=False)
 
+    def reset_parameters(self, std: float, residual_std: float) -> None:
+        """Normal(0, std) weights; ``down``, which writes into the residual stream, Normal(0, residual_std)."""
+        nn.init.normal_(self.gate.weight, std=std)
+        nn.init.normal_(self.up.weight, std=std)
+        self.redraw_output_weights(residual_std)
+
+    def redraw_output_weights(self, residual_std: float) -> None:
+        """Draw ``down`` anew from Normal(0, residual_std) (see ``MoTModel.reset_parameters`` for why twice)."""
+        nn.init.normal_(self.down.weight, std=residual_std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
 

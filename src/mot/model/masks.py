@@ -1,4 +1,4 @@
-"""Attention masks as data (DESIGN.md invariant 5).
+"""Attention masks as data (docs/design.md invariant 5).
 
 A batch describes its mask with two optional ``[B, L]`` integer tensors instead of an ``L x L``
 matrix. Query q may attend to key k when they are in the same document and either k is not later

@@ -25,6 +25,14 @@ class ExpertsFFN(nn.Module):
         self.w_up = nn.Parameter(torch.empty(num_experts, dim, hidden))
         self.w_down = nn.Parameter(torch.empty(num_experts, hidden, dim))
 
+    def reset_parameters(self, std: float, residual_std: float) -> None:
+        """Normal(0, std) weights; the experts' ``w_down``, which writes into the residual stream,
+        Normal(0, residual_std). The router comes last: that order of draws fixes what a seed gives."""
+        nn.init.normal_(self.w_gate, std=std)
+        nn.init.normal_(self.w_up, std=std)
+        nn.init.normal_(self.w_down, std=residual_std)
+        nn.init.normal_(self.router.weight, std=std)
+
     def router_probs(self, x: torch.Tensor) -> torch.Tensor:
         """``[n, E]`` softmax over experts."""
         return self.router(x).softmax(dim=-1)

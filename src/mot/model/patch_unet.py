@@ -35,6 +35,10 @@ class ResBlock(nn.Module):
         self.norm2, self.conv2 = _group_norm(channels_out), nn.Conv2d(channels_out, channels_out, 3, padding=1)
         self.skip = nn.Conv2d(channels_in, channels_out, 1) if channels_in != channels_out else nn.Identity()
 
+    def reset_parameters(self, std: float) -> None:
+        """Normal(0, std) timestep projection; the convolutions, norms and biases keep PyTorch's defaults."""
+        nn.init.normal_(self.time.weight, std=std)
+
     def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.time(F.silu(time))[:, :, None, None]
@@ -62,6 +66,18 @@ class PatchUNet(nn.Module):
         self.upsample = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths, widths[1:]))
         self.norm_out = _group_norm(widths[0])
         self.conv_out = nn.Conv2d(widths[0], config.channels, 3, padding=1)
+
+    def reset_parameters(self, std: float) -> None:
+        """Normal(0, std) weights of the linear layers, in module order; the convolutions, norms and
+        biases keep PyTorch's default initialisation."""
+        for level in self.down:
+            for block in level:
+                block.reset_parameters(std)
+        nn.init.normal_(self.to_model.weight, std=std)
+        nn.init.normal_(self.from_model.weight, std=std)
+        for level in self.up:
+            for block in level:
+                block.reset_parameters(std)
 
     def encode(self, latents: torch.Tensor, time: torch.Tensor) -> Tuple[torch.Tensor, Any]:
         x = self.conv_in(latents)

@@ -1,7 +1,7 @@
 """The routing plan: which token goes to which tower, computed once per batch on the host.
 
 MoT's per-tower weights would normally need a boolean mask per modality in every layer, and on a
-GPU each ``x[mask]`` is a host sync (DESIGN.md invariant 3). Instead the model keeps its residual
+GPU each ``x[mask]`` is a host sync (docs/design.md invariant 3). Instead the model keeps its residual
 stream *split by tower* for the whole stack: one part per tower, each part holding that tower's
 tokens in sequence order. Every per-tower op then runs on a whole part, and only attention
 (which needs the interleaved sequence) scatters its inputs into sequence order and gathers its
@@ -108,5 +108,5 @@ def merge_towers(parts: Sequence[torch.Tensor], plan: RoutingPlan) -> torch.Tens
     if plan.single_tower:
         return parts[0]
     # Empty parts still go through the scatter: an absent tower's weights then get zero
-    # gradients rather than None (DESIGN.md invariant 4).
+    # gradients rather than None (docs/design.md invariant 4).
     return _ScatterTowers.apply(plan.tower_indices, *parts)

@@ -26,6 +26,11 @@ class TimestepEmbedding(nn.Module):
         self.features = features
         self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
 
+    def reset_parameters(self, std: float) -> None:
+        """Normal(0, std) weights; the biases keep PyTorch's default initialisation."""
+        nn.init.normal_(self.mlp[0].weight, std=std)
+        nn.init.normal_(self.mlp[2].weight, std=std)
+
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         features = sinusoidal_features(timesteps, self.features)
         return self.mlp(features.to(self.mlp[0].weight.dtype))

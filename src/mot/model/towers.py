@@ -28,11 +28,16 @@ class PerTower(nn.Module):
         """The module that tower ``tower`` uses (the shared one when the component is tied)."""
         return next(iter(self.towers.values())) if self.shared else self.towers[tower]
 
+    def reset_parameters(self, *args: float) -> None:
+        """Reset every group's module, each with ``module.reset_parameters(*args)``, in group order."""
+        for module in self.towers.values():
+            module.reset_parameters(*args)
+
     def forward(self, parts: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """One part per tower (in ``ModelConfig.tower_names`` order) -> each through its module.
 
         Every tower runs, even on an empty part, so its weights get zero gradients (not None) and
-        distributed collectives stay in step (DESIGN.md invariant 4).
+        distributed collectives stay in step (docs/design.md invariant 4).
         """
         if self.shared:
             module = next(iter(self.towers.values()))

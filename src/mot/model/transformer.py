@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,9 +19,8 @@ from .inputs import (InputError, check_latent_shapes, check_latent_spans, check_
                      check_values)
 from .kv_cache import KVCache
 from .latent_patches import LatentPath
-from .layers import SwiGLU, make_norm, rotary_cos_sin
+from .layers import make_norm, rotary_cos_sin
 from .masks import MaskSpec, positions_from_documents
-from .moe import ExpertsFFN
 from .routing import RoutingPlan, build_routing_plan, merge_towers, split_by_tower
 from .towers import PerTower
 
@@ -54,24 +53,21 @@ class MoTModel(nn.Module):
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) weights, unit norms; output projections scaled by 1/sqrt(2*layers)."""
+        """Normal(0, init_std) weights, unit norms; the projections that write into the residual stream
+        (attention output, FFN down) Normal(0, init_std / sqrt(2 * n_layers)). Each module draws its own."""
         std = self.config.init_std
         residual_std = std / math.sqrt(2 * self.config.n_layers)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-            elif isinstance(module, ExpertsFFN):
-                nn.init.normal_(module.w_gate, std=std)
-                nn.init.normal_(module.w_up, std=std)
-                nn.init.normal_(module.w_down, std=residual_std)
-            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
-                module.reset_parameters()
-        for block in self.blocks:  # the projections that write into the residual stream
-            for out in block.attention.out.towers.values():
-                nn.init.normal_(out.weight, std=residual_std)
-            for ffn in block.ffn.towers.values():
-                if isinstance(ffn, SwiGLU):
-                    nn.init.normal_(ffn.down.weight, std=residual_std)
+        nn.init.normal_(self.embed.weight, std=std)
+        for block in self.blocks:
+            block.reset_parameters(std, residual_std)
+        self.final_norm.reset_parameters()
+        nn.init.normal_(self.head.weight, std=std)
+        if self.latent_path is not None:
+            self.latent_path.reset_parameters(std)
+        # The attention and SwiGLU output weights are drawn once more, after every other weight: mot
+        # always drew them in this order, and the order of draws decides the weights a seed gives.
+        for block in self.blocks:
+            block.redraw_output_weights(residual_std)
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.io.weights`)."""
@@ -121,74 +117,133 @@ class MoTModel(nn.Module):
         ``latent_prediction`` is the predicted noise. With a ``cache`` (``kv_cache.KVCache``) the
         positions follow the cached ones and attend to them.
         """
+        self._check_shapes(tokens, modality_ids, positions, document_ids, span_ids,
+                           latents, latent_starts, timesteps, cache)
+        tokens, modality_ids, positions, document_ids, span_ids, latent_starts, timesteps = _as_int64(
+            tokens, modality_ids, positions, document_ids, span_ids, latent_starts, timesteps)
+        documents, spans = _mask_ids(tokens, document_ids, span_ids, cache)
+        if plan is None:
+            self._check_values(tokens, modality_ids, positions, documents, spans, latents, latent_starts, cache)
+            plan = self.plan_for(modality_ids)
+        elif (plan.batch_size, plan.seq_len) != tuple(tokens.shape):
+            raise InputError(f"routing plan is for a [{plan.batch_size}, {plan.seq_len}] batch, "
+                             f"tokens are {list(tokens.shape)}")
+        parts, splice = self._embed(tokens, plan, latents, latent_starts, timesteps)
+        ctx = self._attention_context(tokens, plan, positions, document_ids, documents, spans, cache, parts[0].dtype)
+        parts, states = self._run_blocks(parts, ctx, output_layer_states)
+        if cache is not None:
+            cache.advance(documents, spans, tokens.shape[1])
+        hidden = _in_sequence_order(self.final_norm(parts), plan)
+        prediction = self._decode_patches(hidden, splice) if splice is not None else None
+        return ModelOutput(self.head(hidden), hidden, states, prediction)
+
+    def _check_shapes(self, tokens: torch.Tensor, modality_ids: torch.Tensor, positions: Optional[torch.Tensor],
+                      document_ids: Optional[torch.Tensor], span_ids: Optional[torch.Tensor],
+                      latents: Optional[torch.Tensor], latent_starts: Optional[torch.Tensor],
+                      timesteps: Optional[torch.Tensor], cache: Optional[KVCache]) -> None:
+        """Check what the host knows without reading a tensor: shapes, dtypes, lengths (the cache's included)."""
         check_shapes(self.config, tokens, modality_ids, positions=positions,
                      document_ids=document_ids, span_ids=span_ids)
         check_latent_shapes(self.config, latents, latent_starts, timesteps)
-        # Any integer dtype is taken (int32 from numpy, uint8 from a compact file): the embedding
-        # needs int64 indices, and range checks in int8 would wrap. A no-op for int64, no host sync.
-        tokens, modality_ids = tokens.long(), modality_ids.long()
-        positions, document_ids, span_ids, latent_starts, timesteps = (
-            None if ids is None else ids.long()
-            for ids in (positions, document_ids, span_ids, latent_starts, timesteps))
-        batch, length = tokens.shape
-        past = cache.length if cache is not None else 0
+        past, length = (cache.length if cache is not None else 0), tokens.shape[1]
         if past + length > self.config.max_seq_len:
             raise InputError(f"{past} cached + {length} new positions exceed max_seq_len={self.config.max_seq_len}")
-        if cache is None:
-            documents, spans = document_ids, span_ids
-        else:  # the new positions' mask ids continue the cached ones
-            zeros = torch.zeros_like(tokens)
-            documents, spans = cache.mask_ids(document_ids if document_ids is not None else zeros,
-                                              span_ids if span_ids is not None else zeros)
-        if plan is None:
-            check_values(self.config, tokens, modality_ids, positions)
-            check_mask_ids(documents, spans, cached=past)
-            if latents is not None:
-                check_latent_spans(self.config, modality_ids, latents, latent_starts)
-            plan = self.plan_for(modality_ids)
-        elif (plan.batch_size, plan.seq_len) != (batch, length):
-            raise InputError(f"routing plan is for a [{plan.batch_size}, {plan.seq_len}] batch, "
-                             f"tokens are {list(tokens.shape)}")
+
+    def _check_values(self, tokens: torch.Tensor, modality_ids: torch.Tensor, positions: Optional[torch.Tensor],
+                      documents: Optional[torch.Tensor], spans: Optional[torch.Tensor],
+                      latents: Optional[torch.Tensor], latent_starts: Optional[torch.Tensor],
+                      cache: Optional[KVCache]) -> None:
+        """Check the values of the inputs (host reads: only when the model builds the routing plan itself).
+        ``documents`` and ``spans`` are the mask ids of the cached positions followed by the new ones."""
+        check_values(self.config, tokens, modality_ids, positions)
+        check_mask_ids(documents, spans, cached=cache.length if cache is not None else 0)
+        if latents is not None:
+            check_latent_spans(self.config, modality_ids, latents, latent_starts)
+
+    def _embed(self, tokens: torch.Tensor, plan: RoutingPlan, latents: Optional[torch.Tensor],
+               latent_starts: Optional[torch.Tensor],
+               timesteps: Optional[torch.Tensor]) -> Tuple[List[torch.Tensor], Optional[_LatentSplice]]:
+        """The residual stream's first value: one part ``[n_t, D]`` per tower, each tower's tokens in
+        sequence order. With ``latents``, their patch vectors replace the embeddings of the image
+        positions, and the splice says where they went (for :meth:`_decode_patches`)."""
+        if latents is None:
+            return [self.embed(ids) for ids in split_by_tower(tokens.reshape(-1), plan)], None
+        stream = self.embed(tokens.reshape(-1))  # [B*L, D]
+        vectors, decoder_state = self.latent_path.encode(latents, timesteps)  # [N, P, D]
+        rows = self._patch_rows(latent_starts, vectors.shape[1], tokens.shape[1])  # [N*P]
+        stream = stream.index_copy(0, rows, vectors.reshape(-1, vectors.shape[-1]).to(stream.dtype))
+        return split_by_tower(stream, plan), _LatentSplice(rows, vectors.shape[0], vectors.shape[1], decoder_state)
+
+    def _decode_patches(self, hidden: torch.Tensor, splice: _LatentSplice) -> torch.Tensor:
+        """The predicted noise ``[N, C, H, W]`` from the final hidden states ``[B, L, D]`` of the patches."""
+        patch_hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, splice.rows)
+        return self.latent_path.decode(patch_hidden.view(splice.images, splice.patches, hidden.shape[-1]),
+                                       splice.decoder_state)
+
+    def _attention_context(self, tokens: torch.Tensor, plan: RoutingPlan, positions: Optional[torch.Tensor],
+                           document_ids: Optional[torch.Tensor], documents: Optional[torch.Tensor],
+                           spans: Optional[torch.Tensor], cache: Optional[KVCache],
+                           dtype: torch.dtype) -> AttentionContext:
+        """Rotary angles of the positions (defaulted as :meth:`forward` says) and the backend's mask,
+        built once for every layer. ``documents``/``spans`` include the cached positions' ids."""
+        batch, length = tokens.shape
+        past = cache.length if cache is not None else 0
         if positions is None:
             positions = (positions_from_documents(document_ids) if document_ids is not None and cache is None
                          else torch.arange(past, past + length, device=tokens.device).expand(batch, length))
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, dtype)
+        mask = self.backend.prepare(MaskSpec(documents, spans), batch, length, past + length, dtype, tokens.device)
+        return AttentionContext(plan, cos, sin, self.backend, mask, cache)
 
-        # The residual stream: one part [n_t, D] per tower, each tower's tokens in sequence order.
-        if latents is None:
-            parts = [self.embed(ids) for ids in split_by_tower(tokens.reshape(-1), plan)]
-        else:
-            stream = self.embed(tokens.reshape(-1))  # [B*L, D]
-            vectors, latent_state = self.latent_path.encode(latents, timesteps)  # [N, P, D]
-            patch_rows = self._patch_rows(latent_starts, vectors.shape[1], length)  # [N*P]
-            stream = stream.index_copy(0, patch_rows, vectors.reshape(-1, vectors.shape[-1]).to(stream.dtype))
-            parts = split_by_tower(stream, plan)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, parts[0].dtype)
-        mask = self.backend.prepare(MaskSpec(documents, spans), batch, length, past + length,
-                                    parts[0].dtype, tokens.device)
-        ctx = AttentionContext(plan, cos, sin, self.backend, mask, cache)
-
-        def in_sequence_order(parts: List[torch.Tensor]) -> torch.Tensor:
-            return merge_towers(parts, plan).view(batch, length, -1)
-
-        states = [in_sequence_order(parts)] if output_layer_states else None
+    def _run_blocks(self, parts: List[torch.Tensor], ctx: AttentionContext,
+                    keep_states: bool) -> Tuple[List[torch.Tensor], Optional[Tuple[torch.Tensor, ...]]]:
+        """The residual stream through every block; with ``keep_states`` also the stream ``[B, L, D]``
+        after the embedding and after each block."""
+        states = [_in_sequence_order(parts, ctx.plan)] if keep_states else None
         for block in self.blocks:
             parts = block(parts, ctx)
             if states is not None:
-                states.append(in_sequence_order(parts))
-        if cache is not None:
-            cache.advance(documents, spans, length)
-        hidden = in_sequence_order(self.final_norm(parts))
-        prediction = None
-        if latents is not None:
-            patch_hidden = hidden.reshape(batch * length, -1).index_select(0, patch_rows)
-            prediction = self.latent_path.decode(patch_hidden.view(*vectors.shape[:2], hidden.shape[-1]), latent_state)
-        return ModelOutput(self.head(hidden), hidden, tuple(states) if states is not None else None, prediction)
+                states.append(_in_sequence_order(parts, ctx.plan))
+        return parts, tuple(states) if states is not None else None
 
     @staticmethod
     def _patch_rows(latent_starts: torch.Tensor, patches: int, length: int) -> torch.Tensor:
         """Flat indices ``[N * P]`` (into ``B * L``) of every image's patch positions, image by image."""
         first = latent_starts[:, 0] * length + latent_starts[:, 1]  # [N]
         return (first[:, None] + torch.arange(patches, device=latent_starts.device)).reshape(-1)
+
+
+class _LatentSplice(NamedTuple):
+    """Where :meth:`MoTModel._embed` put the patch vectors of ``N`` images of ``P`` patches each."""
+
+    rows: torch.Tensor  # [N * P] flat indices into the B * L positions
+    images: int
+    patches: int
+    decoder_state: Any  # what LatentPath.decode needs besides the hidden states
+
+
+def _as_int64(*tensors: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
+    """The integer inputs as int64 (``None`` stays ``None``).
+
+    Any integer dtype is taken (int32 from numpy, uint8 from a compact file): the embedding needs int64
+    indices, and range checks in int8 would wrap. A no-op for int64, no host sync.
+    """
+    return tuple(None if ids is None else ids.long() for ids in tensors)
+
+
+def _mask_ids(tokens: torch.Tensor, document_ids: Optional[torch.Tensor], span_ids: Optional[torch.Tensor],
+              cache: Optional[KVCache]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The document and span ids the mask needs: with a cache, the cached positions' then the new ones'."""
+    if cache is None:
+        return document_ids, span_ids
+    zeros = torch.zeros_like(tokens)
+    return cache.mask_ids(document_ids if document_ids is not None else zeros,
+                          span_ids if span_ids is not None else zeros)
+
+
+def _in_sequence_order(parts: List[torch.Tensor], plan: RoutingPlan) -> torch.Tensor:
+    """The residual stream's parts (one per tower) as one ``[B, L, D]`` tensor in sequence order."""
+    return merge_towers(parts, plan).view(plan.batch_size, plan.seq_len, -1)
 
 
 def build_model(config: ModelConfig, device: torch.device | str | None = None) -> MoTModel:

@@ -2,7 +2,7 @@
 
 Every random draw comes from a generator seeded by a key (for training: seed, step, rank and
 micro-batch), never from global state, so a resumed run draws the same noise as an uninterrupted
-one (DESIGN.md invariant 6) and validation noise is the same at every evaluation.
+one (docs/design.md invariant 6) and validation noise is the same at every evaluation.
 """
 
 from __future__ import annotations

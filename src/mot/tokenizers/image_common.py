@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import tempfile
 import time
@@ -20,13 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..config import ConfigError
 from ..io.weights import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_weights_into, read_weights, save_pretrained
+from ..progress import Progress
 from .fingerprint import fingerprint
-
-log = logging.getLogger(__name__)
 
 #: Float images may overshoot ``[-1, 1]`` by this much (rounding in the caller's conversion).
 RANGE_TOLERANCE = 1e-3
@@ -259,10 +256,11 @@ def holdout_split(count: int, holdout: float, seed: int) -> tuple[torch.Tensor, 
 def train_loop(model: nn.Module, images: torch.Tensor,
                step_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
                steps: int, batch_size: int, learning_rate: float, generator: torch.Generator,
-               log_every: int, name: str) -> dict[str, Any]:
+               log_every: int, name: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """AdamW on batches drawn (with replacement) by ``generator``; linear warm-up then cosine decay
     to a tenth, gradient norm clipped at 1. Torch's intra-op threads use every core by default.
-    Returns the loss history and the wall-clock speed."""
+    Progress (step, loss, rate, time left) goes to ``log`` (see :class:`mot.progress.Progress`).
+    Returns the loss history (every ``log_every`` steps; 0: none) and the wall-clock speed."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must both be positive")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.99), weight_decay=0.0)
@@ -278,18 +276,19 @@ def train_loop(model: nn.Module, images: torch.Tensor,
     history: list[dict[str, float]] = []
     model.train()
     start = time.perf_counter()
-    # a progress bar on a terminal only (disable=None), so logs and tests stay quiet
-    for step in tqdm(range(steps), desc=f"training {name}", leave=False, disable=None):
-        batch = images[torch.randint(0, images.shape[0], (batch_size,), generator=generator)]
-        loss, parts = step_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if log_every and (step % log_every == 0 or step == steps - 1):
-            history.append({"step": step, "loss": loss.item(), **{k: float(v) for k, v in parts.items()}})
-            log.info("%s step %d/%d loss %.5f", name, step, steps, loss.item())
+    with Progress(f"training {name}", steps, log=log, unit="steps") as tracker:
+        for step in range(steps):
+            batch = images[torch.randint(0, images.shape[0], (batch_size,), generator=generator)]
+            loss, parts = step_loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            values = {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
+            tracker.update(**values)
+            if log_every and (step % log_every == 0 or step == steps - 1):
+                history.append({"step": step, **values})
     seconds = time.perf_counter() - start
     model.eval()
     return {"history": history, "train_seconds": seconds, "steps_per_second": steps / seconds}

@@ -18,7 +18,7 @@ by it and :meth:`ImageVAE.decode` divides it out, so the diffusion model sees ~u
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -155,14 +155,16 @@ def evaluate_image_vae(model: ImageVAE, images: torch.Tensor | np.ndarray,
 
 def train_image_vae(images: np.ndarray | torch.Tensor, config: ImageVAEConfig | None = None, steps: int = 400,
                     batch_size: int = 64, seed: int = 0, log_every: int = 100, learning_rate: float = 2e-3,
-                    holdout: float = 0.1, kl_weight: float = 1e-4) -> tuple[ImageVAE, dict[str, Any]]:
+                    holdout: float = 0.1, kl_weight: float = 1e-4,
+                    log: Callable[[str], None] = print) -> tuple[ImageVAE, dict[str, Any]]:
     """Train an :class:`ImageVAE` on ``uint8 [N, S, S, 3]`` images (loss in the module docstring),
     then set ``config.scaling_factor`` from the training images.
 
     A ``holdout`` fraction (:func:`~.image_common.holdout_split` with ``seed``) is kept out of
     training; the returned metrics (see :func:`evaluate_image_vae`) are measured on it, next to
     the loss history and the speed. The same ``seed`` gives bit-identical weights, scaling factor
-    and metrics at the same torch thread count. Trains on the CPU.
+    and metrics at the same torch thread count. Trains on the CPU; progress (step, loss, rate, time
+    left) goes to ``log``.
     """
     config = replace(config or ImageVAEConfig(), scaling_factor=1.0)
     model, train, held_out, generator = training_setup(ImageVAE, config, images, holdout, seed)
@@ -174,7 +176,7 @@ def train_image_vae(images: np.ndarray | torch.Tensor, config: ImageVAEConfig | 
         kl = kl_divergence(mean, logvar)
         return mse + kl_weight * kl, {"mse": mse.detach(), "kl": kl.detach()}
 
-    run = train_loop(model, train, step_loss, steps, batch_size, learning_rate, generator, log_every, KIND)
+    run = train_loop(model, train, step_loss, steps, batch_size, learning_rate, generator, log_every, KIND, log)
     std = _posterior_samples_std(model, train, generator)
     model.config = replace(config, scaling_factor=1.0 / std)
     metrics = {**evaluate_image_vae(model, held_out), **run, "scaling_factor": model.config.scaling_factor,

@@ -1,8 +1,8 @@
 """Discrete image tokenizer for the Chameleon settings: a conv autoencoder with finite scalar
 quantization (FSQ, Mentzer et al. 2023) in its bottleneck. 32x32 RGB -> 8x8 = 64 code ids.
 
-Why FSQ: a learned VQ codebook collapses on our data (42 of 512 codes used, ``notes/data.md``).
-FSQ has no codebook to collapse: each of the ``len(levels)`` bottleneck channels is bounded and
+Why FSQ: a learned VQ codebook collapses on our data (in an early measurement 42 of its 512 codes
+were used). FSQ has no codebook to collapse: each of the ``len(levels)`` bottleneck channels is bounded and
 rounded to one of ``levels[i]`` values, and a code id is the mixed-radix number those digits
 spell. No commitment or codebook loss is needed.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -233,7 +233,8 @@ def evaluate_image_vq(model: ImageVQ, images: torch.Tensor | np.ndarray,
 
 def train_image_vq(images: np.ndarray | torch.Tensor, config: ImageVQConfig | None = None, steps: int = 400,
                    batch_size: int = 64, seed: int = 0, log_every: int = 100, learning_rate: float = 2e-3,
-                   holdout: float = 0.1, entropy_weight: float = 0.1) -> tuple[ImageVQ, dict[str, Any]]:
+                   holdout: float = 0.1, entropy_weight: float = 0.1,
+                   log: Callable[[str], None] = print) -> tuple[ImageVQ, dict[str, Any]]:
     """Train an :class:`ImageVQ` on ``uint8 [N, S, S, 3]`` images. Loss: per-pixel MSE +
     ``entropy_weight`` x :meth:`FSQ.entropy_loss` (0 turns the regulariser off; see the module
     docstring for why it is on).
@@ -242,6 +243,7 @@ def train_image_vq(images: np.ndarray | torch.Tensor, config: ImageVQConfig | No
     kept out of training; the returned metrics (see :func:`evaluate_image_vq`) are measured on it,
     next to the loss history and the speed. The same ``seed`` gives bit-identical weights and
     metrics at the same torch thread count (initialisation, split and batches all come from it).
+    Progress (step, loss, rate, time left) goes to ``log``.
     """
     config = config or ImageVQConfig()
     model, train, held_out, generator = training_setup(ImageVQ, config, images, holdout, seed)
@@ -255,7 +257,7 @@ def train_image_vq(images: np.ndarray | torch.Tensor, config: ImageVQConfig | No
         entropy = model.quantizer.entropy_loss(z)
         return mse + entropy_weight * entropy, {"mse": mse.detach(), "entropy": entropy.detach()}
 
-    run = train_loop(model, train, step_loss, steps, batch_size, learning_rate, generator, log_every, KIND)
+    run = train_loop(model, train, step_loss, steps, batch_size, learning_rate, generator, log_every, KIND, log)
     metrics = {**evaluate_image_vq(model, held_out), **run, "steps": steps, "batch_size": batch_size,
                "seed": seed, "train_images": train.shape[0], "heldout_images": held_out.shape[0]}
     return model, metrics

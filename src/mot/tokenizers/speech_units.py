@@ -16,13 +16,14 @@ import functools
 import json
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from mot.config import check_number
+from mot.progress import progress
 from mot.tokenizers.fingerprint import fingerprint as directory_fingerprint
 
 SAMPLE_RATE = 16_000
@@ -171,10 +172,12 @@ class SpeechUnitTokenizer:
     # ------------------------------------------------------------------ fitting
 
     def fit(self, audios: Sequence[np.ndarray], sample_rate: int, num_units: int = 500,
-            seed: int = 0, normalize: bool = True) -> SpeechUnitTokenizer:
+            seed: int = 0, normalize: bool = True,
+            log: Callable[[str], None] = print) -> SpeechUnitTokenizer:
         """Fit ``num_units`` k-means centroids on the log-mel frames of ``audios`` (training audio
         only). Deterministic for a given seed. ``normalize`` standardizes each mel bin with the
-        training mean and std first, so no bin dominates the distance. Returns ``self``."""
+        training mean and std first, so no bin dominates the distance. Progress goes to ``log``.
+        Returns ``self``."""
         # Imported here: slow to import, and encoding does not need them.
         from sklearn.cluster import MiniBatchKMeans
         from threadpoolctl import threadpool_limits
@@ -183,7 +186,9 @@ class SpeechUnitTokenizer:
             raise ValueError(f"num_units must be at least 2, got {num_units}")
         if len(audios) == 0:
             raise ValueError("fit needs at least one training audio, got none")
-        features = np.concatenate([self._features(a, sample_rate, i) for i, a in enumerate(audios)])
+        features = np.concatenate([self._features(a, sample_rate, i) for i, a in
+                                   enumerate(progress(audios, "speech units: log-mel features", log=log,
+                                                      unit="utterances"))])
         if len(features) < num_units:
             raise ValueError(f"fit needs at least num_units={num_units} frames, got "
                              f"{len(features)} ({len(features) / UNITS_PER_SECOND:.1f} s of audio)")
@@ -197,6 +202,8 @@ class SpeechUnitTokenizer:
         # time for nothing (docs/data.md, Speech). One thread, for the reason in _one_blas_thread.
         kmeans = MiniBatchKMeans(n_clusters=num_units, random_state=seed, n_init=1,
                                  batch_size=4096, max_iter=100)
+        # scikit-learn reports no progress from inside fit, so say what runs and how big it is
+        log(f"speech units: k-means of {len(features):,} frames into {num_units} units")
         with threadpool_limits(limits=1):  # BLAS and scikit-learn's OpenMP
             kmeans.fit(features)
         self.centroids = kmeans.cluster_centers_.astype(np.float32)

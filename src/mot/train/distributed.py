@@ -1,8 +1,8 @@
 """Data parallelism from outside the model: the process group, FSDP2, and reductions.
 
-``torchrun --nproc-per-node N -m mot.train ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``;
+``torchrun --nproc-per-node N -m mot train ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``;
 :func:`init_distributed` starts the process group (NCCL on GPUs, gloo on CPUs). The model code
-knows nothing of this (DESIGN.md §5): :func:`shard_model` applies ``fully_shard`` to every block
+knows nothing of this (docs/design.md, "The layers"): :func:`shard_model` applies ``fully_shard`` to every block
 and then to the root, as torchtitan does, so each block's parameters are gathered just in time.
 
 Every rank runs every tower on every step, also on zero tokens (invariant 4), so the

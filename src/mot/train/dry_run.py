@@ -20,7 +20,7 @@ from typing import Dict
 
 from ..model.accounting import count_parameters, flops_per_token, verify_parameter_counts
 from ..model.transformer import build_model
-from .recipe import TrainConfig
+from ..runs.recipe import TrainConfig
 
 STATE_BYTES_PER_PARAMETER = 16
 ACTIVATION_BYTES_PER_TOKEN_LAYER_PER_WIDTH = 34

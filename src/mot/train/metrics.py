@@ -1,12 +1,10 @@
-"""Metrics of a run: ``metrics.jsonl``, TensorBoard events, and what the console shows.
+"""Writing the metrics of a run: ``metrics.jsonl`` (read back by :mod:`mot.runs.metrics`),
+TensorBoard events, and what the console shows.
 
 Only rank 0 writes. Every record is one JSON object with a ``step`` and a ``kind`` (``train`` or
 ``valid``); train records carry the loss per modality over the interval, the grad norm, the
 learning rate, tokens/s per modality and, on a GPU, MFU and peak memory. When a run resumes, the
 records after the checkpoint's step are dropped, so the file describes one unbroken run.
-
-A run killed in the middle of a write leaves a partial last line: readers drop it (and say so
-where they have a log). A bad line anywhere else is damage, an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -14,53 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
-from ..errors import MotError
-from .run_dir import METRICS_FILE
-
-
-class MetricsError(MotError, ValueError):
-    """A line of ``metrics.jsonl`` other than the last is not a record; the message names it."""
-
-
-def read_metrics(run_dir: str | Path, log: Optional[Callable[[str], None]] = None) -> list:
-    """Every record of a run's ``metrics.jsonl`` (an absent file reads as none); a partial last
-    line is dropped and reported through ``log``."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [record for _, record in _lines(path, log)]
-
-
-def _lines(path: Path, log: Optional[Callable[[str], None]]) -> List[Tuple[str, dict]]:
-    """``(line, record)`` for every line of ``path`` but blank ones and a partial last one."""
-    numbered = [(number, line) for number, line in enumerate(path.read_bytes().split(b"\n"), 1) if line.strip()]
-    kept = []
-    for index, (number, line) in enumerate(numbered):
-        record = _record(line)
-        if record is not None:
-            kept.append((line.decode("utf-8"), record))
-        elif index == len(numbered) - 1:
-            if log is not None:
-                log(f"{path}:{number}: dropped a partial last line (the run stopped while writing it)")
-        else:
-            raise MetricsError(f"{path}:{number}: not a metrics record (a JSON object with a step and a kind): "
-                               f"{line[:80]!r}")
-    return kept
-
-
-def _record(line: bytes) -> Optional[dict]:
-    """The record on ``line``, or ``None`` if it is not one."""
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):  # bad JSON, bad UTF-8 (a ValueError too), absurd nesting
-        return None
-    if not (isinstance(record, dict) and type(record.get("step")) is int and isinstance(record.get("kind"), str)):
-        return None
-    return record
+from ..progress import format_duration, mode as progress_mode
+from ..runs.metrics import metric_lines
+from ..runs.run_dir import METRICS_FILE
 
 
 class MetricsLogger:
@@ -70,7 +28,11 @@ class MetricsLogger:
                  tensorboard: bool = True, interactive: Optional[bool] = None, description: str = "training"):
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
-        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        # a bar where progress.py would draw one (MOT_PROGRESS=lines|off: lines, which are the run's log)
+        self.interactive = progress_mode() == "bar" if interactive is None else interactive
+        # for the lines' "step 40/600, ~2:05 left": steps and seconds since this process started
+        self.total_steps, self.step, self._first_step = total_steps, resume_step, resume_step
+        self._started = time.monotonic()
         self._writer = None
         self._bar = None
         if not enabled:
@@ -89,7 +51,7 @@ class MetricsLogger:
         """Drop records past ``step`` (left by a run that stopped after its last checkpoint)."""
         if not self.path.is_file():
             return
-        kept = [line for line, record in _lines(self.path, self.message) if record["step"] <= step]
+        kept = [line for line, record in metric_lines(self.path, self.message) if record["step"] <= step]
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text("".join(line + "\n" for line in kept))
         os.replace(temporary, self.path)
@@ -107,7 +69,7 @@ class MetricsLogger:
             if self._bar is not None:
                 self._bar.set_postfix_str(console)
             else:
-                print(console, flush=True)
+                print(f"{console}{self._time_left()}", flush=True)
 
     def message(self, text: str) -> None:
         """A line for the reader (a warning, a skipped step), above the progress bar."""
@@ -119,8 +81,18 @@ class MetricsLogger:
             print(text, flush=True)
 
     def advance(self, steps: int = 1) -> None:
+        self.step += steps
         if self._bar is not None:
             self._bar.update(steps)
+
+    def _time_left(self) -> str:
+        """``" (40/600 steps, ~2:05 left)"``: the estimate from this process's own steps (a resumed
+        run's earlier ones ran elsewhere), evaluations and checkpoints included."""
+        done = self.step - self._first_step
+        if done <= 0:
+            return ""
+        left = (self.total_steps - self.step) * (time.monotonic() - self._started) / done
+        return f" ({self.step}/{self.total_steps} steps, ~{format_duration(left)} left)"
 
     def close(self) -> None:
         if self._bar is not None:

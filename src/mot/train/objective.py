@@ -27,7 +27,7 @@ from ..objectives.autoregressive import LossBreakdown, next_token_loss
 from ..objectives.diffusion import (NoisedLatents, diffusion_loss_per_image, draw_timesteps, generator_for,
                                     noise_latents)
 from ..objectives.diffusion_schedule import DiffusionScheduler
-from .recipe import DiffusionConfig
+from ..runs.recipe import DiffusionConfig
 
 Run = Callable[[dict], ModelOutput]
 #: distinct purposes of keyed random streams

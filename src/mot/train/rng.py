@@ -1,6 +1,6 @@
 """Capture and restore every global random number generator a training step may draw from.
 
-Exact resume (DESIGN.md invariant 6) needs the generators to continue where they stopped:
+Exact resume (docs/design.md invariant 6) needs the generators to continue where they stopped:
 Python's ``random``, numpy's global generator, torch's CPU generator and each CUDA device's.
 The state is made of tensors, numbers, strings and lists only, so it can be written with
 ``torch.save`` and read back with ``torch.load(weights_only=True)``.

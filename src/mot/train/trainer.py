@@ -9,7 +9,7 @@ Before the optimizer update the guard checks that every modality's loss and the 
 are finite on every rank; if not, the step stops with the modality named and nothing is updated
 or saved. With ``spike_skip`` a step whose loss is far above its recent mean is skipped (logged).
 
-Exact resume (DESIGN.md invariant 6): a checkpoint holds the model, the optimizer, the step, the
+Exact resume (docs/design.md invariant 6): a checkpoint holds the model, the optimizer, the step, the
 loader's position and every RNG, per rank; the learning rate is a function of the step, and
 diffusion noise comes from generators keyed by seed, step, rank and micro-batch. Resumed in
 deterministic mode on a CPU, the losses continue bit for bit.
@@ -28,28 +28,23 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..config import ConfigError
 from ..data.packing import PackedBatch
-from ..data.settings import Corpus, open_corpus
-from ..errors import MotError
-from ..model.accounting import flops_per_token
 from ..io import CheckpointError
+from ..model.accounting import flops_per_token
 from ..model.transformer import MoTModel, build_model
-from .checkpoint import CheckpointManager, load_model_optimizer_state, model_optimizer_state
+from ..runs.checkpoints import CheckpointManager, load_model_optimizer_state, model_optimizer_state
+from ..runs.recipe import TrainConfig
+from ..runs.resolve import resolve_recipe
+from ..runs.run_dir import check_run_dir, environment_facts, prepare_run_dir, write_environment
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
+from .errors import TrainingError
 from .metrics import MetricsLogger
 from .objective import make_objective
 from .optim import build_optimizer, clip_gradients, learning_rate
-from .recipe import TrainConfig, resolve_model
 from .rng import capture_rng_state, restore_rng_state
-from .run_dir import check_run_dir, environment_facts, prepare_run_dir, write_environment
 
 #: dense bf16 peak of known GPUs, for MFU (FLOP/s)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-class TrainingError(MotError, RuntimeError):
-    """The run cannot go on (a non-finite loss or gradient, a mismatched corpus); the message says why."""
 
 
 @dataclass
@@ -80,12 +75,8 @@ class Trainer:
                  log: Callable[[str], None] = print, train_loader=None):
         self.context = context or init_distributed(config.device)
         self._log = log if self.context.is_main else (lambda _: None)
-        self.corpus = open_corpus(config.data.corpus)
-        _check_tokenizers(config, self.corpus)
-        layout = self.corpus.layout(config.data.setting)
-        config = resolve_model(config, layout.vocab_size, layout.modalities, self.corpus.latent_channels)
-        layout.check_model(config.model)
-        self.config, self.layout = config, layout
+        config, self.corpus = resolve_recipe(config)
+        self.config, self.layout = config, self.corpus.layout(config.data.setting)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)  # for the whole process, as the recipe asks
         check_run_dir(config)
@@ -320,14 +311,6 @@ def _console_line(record: Dict[str, object]) -> str:
     rate = sum(record["tokens_per_second"].values())
     return (f"step {record['step']:>6} loss {record['loss']:.4f} ({losses}) grad {record['grad_norm']:.2f} "
             f"lr {record['lr']:.2e} {rate:,.0f} tok/s")
-
-
-def _check_tokenizers(config: TrainConfig, corpus: Corpus) -> None:
-    expected, actual = config.data.tokenizers, corpus.fingerprints()
-    for name, fingerprint in expected.items():
-        if actual.get(name) != fingerprint:
-            raise ConfigError(f"data.tokenizers.{name}={fingerprint!r}, but {config.data.corpus} was tokenized "
-                              f"with {name} {actual.get(name)!r}: the recipe was made for another corpus")
 
 
 def _checkpoint_blocks(model: MoTModel) -> None:

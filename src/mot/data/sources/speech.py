@@ -20,7 +20,7 @@ import math
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import scipy.signal
 
 from mot.data.sources.errors import SourceUnavailable
 from mot.errors import MotError
+from mot.progress import progress
 
 SAMPLE_RATE = 16_000
 """The rate of every utterance this module returns, and the rate the speech tokenizer takes."""
@@ -253,11 +254,13 @@ def synthesize(text: str, voice: Voice, timeout: float = 60.0) -> Utterance:
 
 
 def synthesize_many(texts: Sequence[str], seed: int, workers: int = 2,
-                    engines: Sequence[str] | None = None) -> list[Utterance]:
+                    engines: Sequence[str] | None = None,
+                    log: Callable[[str], None] = print) -> list[Utterance]:
     """Speak every text, the i-th with ``choose_voice(seed, i, engines)``, in order.
 
     The engines run as separate processes, so a thread pool of ``workers`` keeps that many cores
     busy without pickling audio between processes. The result does not depend on ``workers``.
+    Progress goes to ``log``.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -267,10 +270,9 @@ def synthesize_many(texts: Sequence[str], seed: int, workers: int = 2,
     for engine in engines:
         require_engine(engine)
     voices = [choose_voice(seed, i, engines) for i in range(len(texts))]
-    if workers == 1:
-        return [synthesize(text, voice) for text, voice in zip(texts, voices)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(synthesize, texts, voices))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # starts no thread until work is submitted
+        spoken = pool.map(synthesize, texts, voices) if workers > 1 else map(synthesize, texts, voices)
+        return list(progress(spoken, "speech synthesis", total=len(texts), log=log, unit="utterances"))
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -1,0 +1,58 @@
+"""``mot generate RUN``: images for ``--prompt`` captions (each a PNG, and a grid with the prompts)
+and captions for ``--caption`` image files, with a Transfusion-setting run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..config import ConfigError
+from .arguments import add_out, add_run, positive_int
+
+
+def add_parser(verbs) -> None:
+    generate = verbs.add_parser("generate", help="text -> image and image -> text with a Transfusion run")
+    add_run(generate, "a Transfusion-setting run directory (runs/<name>)")
+    generate.add_argument("--prompt", action="append", default=[], help="a caption to draw (repeatable)")
+    generate.add_argument("--caption", action="append", default=[], metavar="IMAGE",
+                          help="an image file (PNG, JPEG) to caption (repeatable)")
+    add_out(generate, "directory for the images (default ./samples)", default="samples")
+    generate.add_argument("--per-prompt", type=positive_int, default=1, help="images per prompt (default 1)")
+    generate.add_argument("--denoising-steps", type=positive_int, default=250, metavar="N",
+                          help="denoising steps per image (default 250)")
+    generate.add_argument("--method", default="ddpm", help="ddpm (default) or ddim")
+    generate.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (default 3; 1: none)")
+    generate.add_argument("--temperature", type=float, default=0.0, help="captions: 0 (default) is greedy")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=_generate)
+
+
+def _generate(args: argparse.Namespace, console: Console) -> int:
+    from ..generate.image_files import read_image, write_samples
+    from ..generate.pipeline import TransfusionPipeline
+    from ..generate.transfusion import ImageSampling, check_temperature
+
+    if not args.prompt and not args.caption:
+        raise ConfigError("nothing to do: give --prompt TEXT (text -> image) or --caption IMAGE (image -> text)")
+    for prompt in args.prompt:  # checked before the model loads, as every argument is
+        if not prompt.strip():
+            raise ConfigError(f"--prompt {prompt!r}: a prompt must hold some text")
+    check_temperature(args.temperature)
+    sampling = ImageSampling(args.denoising_steps, args.method, args.cfg_scale, seed=args.seed)
+    pipeline = TransfusionPipeline.from_run(args.run_dir, log=console.out)
+    if args.prompt:
+        images = pipeline.text_to_image([p for p in args.prompt for _ in range(args.per_prompt)], sampling,
+                                        log=console.out)
+        grid = write_samples(images, args.prompt, args.per_prompt, args.out, Path(args.run_dir).name)
+        console.out(f"wrote {len(images)} images and {grid} ({args.denoising_steps} {args.method} steps, "
+                    f"guidance {args.cfg_scale}, seed {args.seed})")
+    if args.caption:
+        size = pipeline.vae.config.image_size
+        images = np.stack([read_image(path, size) for path in args.caption])
+        for path, text in zip(args.caption, pipeline.image_to_text(images, temperature=args.temperature,
+                                                                    seed=args.seed)):
+            console.out(f"{path}: {text}")
+    return 0

@@ -1,0 +1,42 @@
+"""The JSON records of a prepared corpus: the config it was prepared with, each shard's entry in
+the manifest, and the writing of records whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import PrepareConfig, PrepareError
+
+MANIFEST = "manifest.json"
+CONFIG_RECORD = "prepare_config.json"
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON whole or not at all (temporary file, then rename)."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def check_same_config(out: Path, config: PrepareConfig) -> None:
+    """Refuse to mix artefacts of two configs in one directory (resuming needs the same one)."""
+    record = out / CONFIG_RECORD
+    wanted = asdict(config)
+    if record.is_file():
+        existing = json.loads(record.read_text())
+        if existing != wanted:
+            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+            raise PrepareError(f"{out} holds a corpus prepared with another config (differs in {changed}); "
+                               f"use another out_dir or delete {out}")
+    else:
+        record.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def shard_entry(directory: Path, kind: str) -> dict:
+    """The manifest's entry for the shard in ``directory``: its ``kind`` (``tokens`` or
+    ``latents``) and the counts its ``shard.json`` records."""
+    meta = json.loads((directory / "shard.json").read_text())
+    return {"kind": kind, **{k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}}

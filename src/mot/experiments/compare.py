@@ -1,0 +1,96 @@
+"""``mot compare``: train an experiment's architectures side by side, then report.
+
+1. Resolve every architecture's recipe against the corpus and check that their training FLOPs per
+   token match the reference's within the MoE routers' cost (MoT's towers cost nothing extra:
+   a token runs through one tower); a mismatch is an error naming the architecture.
+2. Train each architecture in turn. A finished run (its final checkpoint is there) is not
+   retrained; an interrupted one resumes from its newest checkpoint, so ``mot compare`` can be
+   stopped and started again at any point.
+3. In the Transfusion setting, with ``samples.prompts``: draw every architecture's images for the
+   same prompts and captions for the same validation images (``samples.py``).
+4. Write the report (``report.py``): losses, step matching, plots, samples, ``results.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from ..config import ConfigError
+from ..model.accounting import count_parameters, flops_per_token
+from ..runs.checkpoints import CheckpointManager
+from ..runs.recipe import TrainConfig
+from ..runs.resolve import resolve_recipe
+from .experiment import ExperimentConfig, architecture_recipes
+from .report import collect_run, write_report
+
+
+def router_flops_per_token(config: TrainConfig) -> float:
+    """Training FLOPs per token of the MoE routers (a ``d_model x experts`` matmul per layer, x3
+    for the backward pass); 0 without MoE."""
+    model = config.model
+    if not model.moe.towers:
+        return 0.0
+    return 3 * 2 * model.d_model * model.moe.num_experts * model.n_layers
+
+
+def check_flops(resolved: Dict[str, TrainConfig], reference: str, matched: bool = True) -> Dict[str, dict]:
+    """Parameters and training FLOPs per token of each architecture; when ``matched``, raise when
+    one differs from the reference's by more than its routers cost."""
+    rows = {}
+    reference_flops = flops_per_token(resolved[reference].model, resolved[reference].data.seq_len).training
+    for label, config in resolved.items():
+        flops = flops_per_token(config.model, config.data.seq_len).training
+        allowed = max(router_flops_per_token(config), router_flops_per_token(resolved[reference]))
+        if matched and abs(flops - reference_flops) > allowed + 1e-6 * reference_flops:
+            raise ConfigError(f"architecture {label!r} costs {flops:,.0f} training FLOPs per token, the reference "
+                              f"{reference!r} {reference_flops:,.0f}: the difference exceeds the routers' "
+                              f"{allowed:,.0f}, so the comparison would not be FLOPs-controlled")
+        counts = count_parameters(config.model)
+        rows[label] = {"parameters_total": counts.total, "parameters_active": counts.active,
+                       "flops_per_token": flops, "flops_ratio": flops / reference_flops}
+    return rows
+
+
+def is_finished(config: TrainConfig) -> bool:
+    """Whether the run has its final checkpoint (then it is not trained again)."""
+    path, _ = CheckpointManager(config.run_dir / "checkpoints", config.keep_last).latest()
+    return path is not None and path.name == f"step-{config.steps:08d}"
+
+
+def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
+                log: Callable[[str], None] = print) -> Path:
+    """Train what is not trained yet and write the report; returns the report directory."""
+    from ..train.trainer import Trainer
+
+    recipes = architecture_recipes(experiment, variant)
+    first = next(iter(recipes.values()))
+    # every architecture checked against the corpus before the first one trains
+    resolved = {label: resolve_recipe(recipe)[0] for label, recipe in recipes.items()}
+    accounting = check_flops(resolved, experiment.reference, experiment.flops_matched)
+    log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
+        f"{first.steps} steps each; FLOPs per token "
+        f"{'match' if experiment.flops_matched else 'compared with'} the reference {experiment.reference!r}:")
+    for label, row in accounting.items():
+        log(f"  {label:>16}: {row['parameters_total']:>12,} parameters, {row['parameters_active']:>12,} active, "
+            f"{row['flops_per_token']:>14,.0f} training FLOPs/token ({row['flops_ratio']:.4f} x)")
+    for index, (label, recipe) in enumerate(recipes.items(), start=1):
+        if is_finished(recipe):
+            log(f"[{index}/{len(recipes)}] {label}: finished, not retrained ({recipe.run_dir})")
+            continue
+        log(f"[{index}/{len(recipes)}] {label}: training")
+        Trainer(recipe, log=log).train()
+    results = {label: collect_run(label, resolved[label], accounting[label]) for label in recipes}
+    samples = None
+    if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.scored):
+        from ..generate.pipeline import TransfusionPipeline
+        from .samples import draw_samples
+
+        pipelines = {label: TransfusionPipeline.from_run(recipe.run_dir, log=lambda _: None)
+                     for label, recipe in recipes.items()}
+        directory = experiment.directory / "report"
+        directory.mkdir(parents=True, exist_ok=True)
+        samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
+    report = write_report(experiment, results, variant, samples)
+    log(f"report: {report / 'report.md'}")
+    return report

@@ -1,0 +1,130 @@
+"""An experiment: one recipe, several architectures trained on it under identical conditions.
+
+``configs/experiments/<name>.yaml``::
+
+    name: chameleon
+    recipe: configs/recipes/tiny/chameleon.yaml
+    overrides: [steps=600]                  # for every architecture
+    architectures:                          # label -> the overrides that make it
+      dense: [architecture=dense]
+      mot: [architecture=mot]
+      moe4x: [architecture=moe4x]
+    reference: dense                        # step matching is against this one
+    variants:
+      gpu: [model.d_model=512, steps=5000, device=cuda]
+    flops_matched: true                     # false: architectures may cost different FLOPs per token
+    samples:                                # Transfusion: images for the same prompts from each
+      prompts: ["a red circle on a blue background"]
+
+Every architecture gets the same data order, seed and schedule (only the model differs), and its
+own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
+With ``flops_matched: false`` (the paper's "760M MoT vs 1.4B dense" comparison) the FLOPs ratio
+is reported instead of enforced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..config import ConfigError, check_number, load_config
+from ..runs.recipe import TrainConfig, load_recipe
+
+#: recipe fields an architecture may not change: what "identical conditions" means
+SHARED_FIELDS = ("data", "optim", "steps", "seed", "log_every", "eval_every", "precision")
+
+
+@dataclass
+class SamplesConfig:
+    """Images each architecture of a Transfusion experiment draws for the same ``prompts`` (the
+    report's sample grid); images it draws for the captions of ``scored`` validation scenes and
+    captions it writes for their images, scored by the attributes they show or name."""
+
+    prompts: List[str] = field(default_factory=list)
+    #: denoising steps and method (the paper: 250 DDPM steps)
+    steps: int = 250
+    method: str = "ddpm"
+    cfg_scale: float = 3.0
+    seed: int = 0
+    #: images of each prompt (one column per prompt, ``per_prompt`` rows per architecture)
+    per_prompt: int = 2
+    #: captions shown in the report (of the scored validation images)
+    captions: int = 8
+    #: single-object validation scenes drawn from their captions and captioned from their images,
+    #: both scored exactly (``shape_scores.py``); 0: none
+    scored: int = 64
+    #: rendered scenes the shape scorer is fitted on
+    scorer_scenes: int = 2000
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``mot compare`` trains and compares."""
+
+    name: str = "experiment"
+    #: the shared training recipe (a path relative to the working directory)
+    recipe: str = "configs/recipes/tiny/chameleon.yaml"
+    overrides: List[str] = field(default_factory=list)
+    architectures: Dict[str, List[str]] = field(default_factory=dict)
+    reference: str = "dense"
+    out_dir: str = "runs/compare"
+    #: named override lists, e.g. ``gpu`` (``mot compare --variant gpu``)
+    variants: Dict[str, List[str]] = field(default_factory=dict)
+    #: exponential-moving-average factor applied to training losses before step matching
+    smoothing: float = 0.8
+    #: whether every architecture must cost the reference's FLOPs per token (within its routers)
+    flops_matched: bool = True
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+
+    def __post_init__(self) -> None:
+        if not self.architectures:
+            raise ConfigError("architectures: name at least one architecture")
+        if self.reference not in self.architectures:
+            raise ConfigError(f"reference={self.reference!r}: not one of the architectures "
+                              f"{sorted(self.architectures)}")
+        for label in self.architectures:
+            if not label or "/" in label:
+                raise ConfigError(f"architectures: {label!r} is not a valid directory name")
+        check_number("smoothing", self.smoothing, "must be in [0, 1)", lambda v: 0 <= v < 1)
+        from ..generate.transfusion import ImageSampling, SamplingError
+
+        try:  # the sampling settings fail here, before any training, not after it
+            ImageSampling(self.samples.steps, self.samples.method, self.samples.cfg_scale, seed=self.samples.seed)
+        except SamplingError as error:
+            raise ConfigError(f"samples: {error}") from None
+        for name in ("per_prompt", "captions", "scored", "scorer_scenes"):
+            value = getattr(self.samples, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"samples.{name}={value!r}: must be an integer >= 0")
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment config with ``key=value`` overrides (unknown keys are errors)."""
+    return load_config(ExperimentConfig, path, overrides)
+
+
+def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = None) -> Dict[str, TrainConfig]:
+    """The recipe of every architecture: the shared recipe, the experiment's overrides, the
+    variant's, then the architecture's own, with the run directory placed under the experiment.
+    An architecture's overrides that change a shared field (data, schedule, seed) are an error."""
+    shared = list(experiment.overrides)
+    if variant is not None:
+        if variant not in experiment.variants:
+            raise ConfigError(f"--variant {variant}: the experiment has variants {sorted(experiment.variants)}")
+        shared += experiment.variants[variant]
+    placement = [f"out_dir={experiment.directory / 'runs'}"]
+    base = load_recipe(experiment.recipe, shared + placement)
+    recipes = {}
+    for label, own in experiment.architectures.items():
+        recipe = load_recipe(experiment.recipe, shared + list(own) + placement + [f"name={label}"])
+        for name in SHARED_FIELDS:
+            if getattr(recipe, name) != getattr(base, name):
+                raise ConfigError(f"architectures.{label} changes {name}; an experiment compares architectures "
+                                  f"under identical data, schedule and seed")
+        recipes[label] = recipe
+    return recipes

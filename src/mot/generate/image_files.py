@@ -1,0 +1,70 @@
+"""Images in and out of the pipelines: image files read for captioning, drawn images written as
+PNG files and as one grid with their prompts."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from ..config import ConfigError
+from ..data.imaging import open_image
+from ..io.figures import save_figure
+
+
+def read_image(path: str | Path, size: int) -> np.ndarray:
+    """``uint8 [size, size, 3]``: the file as RGB, resized (box filter) when it is another size.
+    An image of absurdly many pixels is refused before it is decoded (:func:`open_image`)."""
+    from PIL import Image
+
+    try:
+        with open_image(path) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BOX)
+            return np.asarray(image, dtype=np.uint8)
+    # Pillow reports bad files through many exception types (OSError, SyntaxError, ValueError,
+    # DecompressionBombError ...); every one of them means the file is unusable.
+    except Exception as error:  # noqa: BLE001
+        raise ConfigError(f"--caption {path}: not a readable image ({error})") from None
+
+
+def write_samples(images: np.ndarray, prompts: List[str], per_prompt: int, out: str | Path, label: str) -> Path:
+    """Write ``images`` (``uint8 [len(prompts) * per_prompt, S, S, 3]``, each prompt's draws
+    together) as ``out/sample-NNN.png`` and ``out/grid.png`` (a column per prompt, the draws
+    below, ``label`` beside them); returns the grid's path."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(out / f"sample-{index:03d}.png")
+    return out / sample_grid({label: images}, prompts, per_prompt, out / "grid.png")
+
+
+def sample_grid(images: Dict[str, np.ndarray], prompts: List[str], per_prompt: int, path: Path) -> str:
+    """A PNG of ``images`` (label -> ``uint8 [len(prompts) * per_prompt, S, S, 3]``, each prompt's
+    draws together): a column per prompt, ``per_prompt`` rows per label. Returns the file's name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns, per = len(prompts), per_prompt
+    rows = len(images) * per
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 1.9 * rows + 0.8), squeeze=False)
+    for block, (label, drawn) in enumerate(images.items()):
+        for column in range(columns):
+            for draw in range(per):
+                axis = axes[block * per + draw, column]
+                axis.imshow(drawn[column * per + draw], interpolation="nearest")
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if column == 0:
+                    axis.set_ylabel(label if draw == 0 else "", fontsize=10)
+                if block == 0 and draw == 0:
+                    axis.set_title("\n".join(textwrap.wrap(prompts[column], 22)), fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path, dpi=100).name
