@@ -13,15 +13,18 @@ from mot.data.prepare import PrepareConfig, PrepareError, prepare
 from mot.data.shards import ShardReader
 from mot.tokenizers.vocab import VocabLayout
 
-# Needs no apt package: ShapeScenes and sklearn digits, captions for the text tokenizer.
-SMALL = dict(shapescenes=40, digits=12, text_documents=0, text_vocab=300, vq_steps=3, vq_batch_size=16)
+from tests.helpers import SMALL_CORPUS, prepare_small_corpus
+
+# The tests' small corpus (tests.helpers) with sklearn digits as a second source, the VQ only and no
+# held-out split: needs no apt package.
+SMALL = dict(SMALL_CORPUS, shapescenes=40, digits=12, vq_steps=3, vq_batch_size=16, image_tokenizers=["vq"],
+             shapescenes_heldout=0, valid_fraction=0.05)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    manifest = prepare(PrepareConfig(out_dir=str(out), **SMALL), log=lambda _: None)
-    return out, json.loads(manifest.read_text())
+    out = prepare_small_corpus(tmp_path_factory.mktemp("corpus"), **SMALL)
+    return out, json.loads((out / "manifest.json").read_text())
 
 
 def test_manifest_describes_the_corpus(corpus):
