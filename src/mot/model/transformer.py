@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from .kv_cache import KVCache
 from .latent_patches import LatentPath
 from .layers import make_norm, rotary_cos_sin
 from .masks import MaskSpec, positions_from_documents
+from .moe import ExpertsFFN
 from .routing import RoutingPlan, build_routing_plan, merge_towers, split_by_tower
 from .towers import PerTower
 
@@ -92,6 +94,21 @@ class MoTModel(nn.Module):
         model = build_model(config, device="meta").to_empty(device=device)
         load_weights_into(model, state, directory)
         return model
+
+    @contextmanager
+    def causal_routing(self) -> Iterator[None]:
+        """While inside, every MoE FFN routes each token by itself (top-1 token choice, no host sync), so a
+        token's output depends on no later token and no other row: what decoding with a KV cache needs;
+        outside, training-time routing (see ``moe.ExpertsFFN.causal_forward``)."""
+        experts = [module for module in self.modules() if isinstance(module, ExpertsFFN)]
+        previous = [module.causal for module in experts]
+        for module in experts:
+            module.causal = True
+        try:
+            yield
+        finally:
+            for module, causal in zip(experts, previous):
+                module.causal = causal
 
     def plan_for(self, modality_ids: torch.Tensor) -> RoutingPlan:
         """The routing plan for ``modality_ids [B, L]``, built on the host."""

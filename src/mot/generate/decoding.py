@@ -1,0 +1,213 @@
+"""Autoregressive decoding for every architecture: prefill once, then one position per step over the
+KV cache, with every output kept well formed by the modality grammar.
+
+One step, for a batch of requests::
+
+    logits of the last position  -> classifier-free guidance (image requests with guidance > 1 run an
+                                    unconditional row, ``<bos> <boi>``, beside the conditional one)
+                                 -> the grammar's allowed ids -> the request's sampling processors
+                                 -> the next token of every request       (the step's one read to the host)
+    host: the grammar moves on; the next position's modality, tower routing plan and position are
+          known from the ids just read, so nothing else is read back from the device
+    one forward of the new positions over the cache
+
+The model routes MoE tokens by themselves while decoding (:meth:`MoTModel.causal_routing`): an
+Expert-Choice MoE, whose experts pick tokens among the whole batch when training, decodes with its
+router used as top-1 token choice (docs/generation.md says what that changes).
+
+Rows are left-padded; padding is a document of its own, so no prompt attends to it, and each row's
+positions start at 0 at its first prompt token. :mod:`.reference_decoding` is the readable
+reference: the whole sequence recomputed at every step, one request at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..model.kv_cache import KVCache
+from ..model.routing import build_routing_plan
+from ..model.transformer import MoTModel
+from ..progress import progress
+from ..tokenizers.vocab import VocabLayout
+from .logits import GenerationError, Sampling, TokenChooser, guided, processors_for
+from .modality_state import IMAGE, ModalityGrammar, RowState, SpanRules, states_of
+
+PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation: ``prompt`` (unified ids, ``<bos>`` first), where it starts and ends (``mode``:
+    text, image, speech or free, see :mod:`.modality_state`), at most ``max_new_tokens`` new ids,
+    its sampling, and for an image its classifier-free ``guidance`` scale (1: none)."""
+
+    prompt: Sequence[int]
+    mode: str = "free"
+    max_new_tokens: int = 256
+    sampling: Sampling = field(default_factory=Sampling)
+    guidance: float = 1.0
+
+
+@dataclass
+class Generation:
+    """What a request produced: the new ids (its final ``<eos>`` left out) and whether it ended by
+    its grammar (``False``: it ran out of ``max_new_tokens`` or of context)."""
+
+    tokens: List[int]
+    finished: bool
+
+
+def fetch(tensor: torch.Tensor) -> List[int]:
+    """The one device -> host read of a decoding step (the sampled ids); tests count its calls."""
+    return tensor.tolist()
+
+
+class Decoder:
+    """Generates from ``model`` in the vocabulary ``layout`` (the corpus's, for its setting)."""
+
+    def __init__(self, model: MoTModel, layout: VocabLayout, rules: SpanRules = SpanRules()):
+        if model.config.vocab_size != layout.vocab_size:
+            raise GenerationError(f"the model has {model.config.vocab_size} ids, the vocabulary {layout.vocab_size}")
+        self.model, self.layout = model, layout
+        self.grammar = ModalityGrammar(layout, rules)
+        self.device = next(model.parameters()).device
+        self.allowed = self.grammar.allowed_table(self.device)
+        self.bos, self.pad = layout.special("<bos>"), layout.special("<pad>")
+        self.modality_table = layout.modality_table()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request], log: Optional[Callable[[str], None]] = None) -> List[Generation]:
+        """Generate every request in one batch; the same as generating them one by one. With ``log``,
+        progress lines (a bar on a terminal)."""
+        self._check(requests)
+        states = [RowState(self.grammar, r.mode, r.prompt) for r in requests]
+        rows = [list(r.prompt) for r in requests] + [self._unconditional(r) for r in requests if r.guidance != 1.0]
+        pairs = [i for i, r in enumerate(requests) if r.guidance != 1.0]  # row len(requests) + k pairs with pairs[k]
+        outputs: List[List[int]] = [[] for _ in requests]
+        choose = TokenChooser([r.sampling for r in requests], self.device)
+        processors = processors_for([r.sampling for r in requests], self.device)
+        scales = torch.tensor([r.guidance for r in requests], device=self.device)
+        cache = KVCache(self.model.config.n_layers)
+        lengths = [len(row) for row in rows]
+        with self.model.causal_routing():
+            logits = self._prefill(rows, cache)
+            seen = self._seen(rows)
+            steps = range(max(r.max_new_tokens for r in requests))
+            if log is not None:
+                steps = progress(steps, f"decoding {len(requests)} requests", unit="tokens", log=log)
+            for step in steps:
+                active = [not s.done and step < r.max_new_tokens for s, r in zip(states, requests)]
+                if not any(active) or cache.length >= self.model.config.max_seq_len:
+                    break
+                chosen = self._choose(logits, states, pairs, scales, seen[:len(requests)], processors, choose, active)
+                ids = fetch(chosen)
+                for index, token in enumerate(ids):
+                    if active[index]:
+                        states[index].advance(token)
+                        if token != self.grammar.eos:
+                            outputs[index].append(token)
+                step_ids = ids + [ids[i] for i in pairs]
+                logits = self._step(step_ids, lengths, cache)
+                lengths = [length + 1 for length in lengths]
+                seen[torch.arange(len(step_ids), device=self.device), torch.tensor(step_ids, device=self.device)] = True
+        return [Generation(out, state.done) for out, state in zip(outputs, states)]
+
+    def _choose(self, logits, states, pairs, scales, seen, processors, choose, active) -> torch.Tensor:
+        """The next id of every request ``[N]`` (``<pad>`` for those that have ended), on the device."""
+        count = len(states)
+        conditional = logits[:count].float()
+        if pairs:  # guided requests: their unconditional rows follow the requests' rows
+            index = torch.tensor(pairs, device=self.device)
+            mixed = guided(conditional.index_select(0, index), logits[count:].float(), scales.index_select(0, index))
+            conditional = conditional.index_copy(0, index, mixed)
+        allowed = self.allowed.index_select(0, torch.tensor(states_of(states), device=self.device))
+        conditional = processors(conditional.masked_fill(~allowed, float("-inf")), seen)
+        chosen = choose(conditional)
+        still = torch.tensor(active, device=self.device)
+        return torch.where(still, chosen, torch.full_like(chosen, self.pad))
+
+    # ---- model calls -------------------------------------------------------------------------
+
+    def _prefill(self, rows: List[List[int]], cache: KVCache) -> torch.Tensor:
+        """Run the left-padded prompts into ``cache``; the logits of each row's last position ``[R, V]``."""
+        width = max(len(row) for row in rows)
+        tokens = np.full((len(rows), width), self.pad, dtype=np.int64)
+        documents = np.full_like(tokens, PAD_DOCUMENT)
+        positions = np.zeros_like(tokens)
+        for index, row in enumerate(rows):
+            tokens[index, width - len(row):] = row
+            documents[index, width - len(row):] = PROMPT_DOCUMENT
+            positions[index, width - len(row):] = np.arange(len(row))
+        return self._forward(tokens, positions, documents, cache)
+
+    def _step(self, ids: List[int], lengths: List[int], cache: KVCache) -> torch.Tensor:
+        """One new position per row (``ids``, at the rows' ``lengths``) over the cache."""
+        tokens = np.array(ids, dtype=np.int64)[:, None]
+        positions = np.array(lengths, dtype=np.int64)[:, None]
+        return self._forward(tokens, positions, np.full_like(tokens, PROMPT_DOCUMENT), cache)
+
+    def _forward(self, tokens: np.ndarray, positions: np.ndarray, documents: np.ndarray,
+                 cache: KVCache) -> torch.Tensor:
+        """The model over host-made inputs: the modalities and the routing plan come from the ids on
+        the host, so the model reads nothing back."""
+        modality_ids = torch.from_numpy(self.modality_table[tokens])
+        plan = build_routing_plan(modality_ids, self.model.config.modality_tower_index).to(self.device)
+        as_device = (lambda array: torch.from_numpy(array).to(self.device))
+        output = self.model(as_device(tokens), modality_ids.to(self.device), positions=as_device(positions),
+                            document_ids=as_device(documents), span_ids=torch.zeros_like(as_device(documents)),
+                            plan=plan, cache=cache)
+        return output.logits[:, -1]
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def _seen(self, rows: List[List[int]]) -> torch.Tensor:
+        seen = torch.zeros(len(rows), self.layout.vocab_size, dtype=torch.bool)
+        for index, row in enumerate(rows):
+            seen[index, row] = True
+        return seen.to(self.device)
+
+    def _unconditional(self, request: Request) -> List[int]:
+        """The prompt classifier-free guidance subtracts: ``<bos> <boi>`` and the codes the prompt's
+        open image already holds (what image-first documents, images without a caption before
+        them, taught the model)."""
+        _, count = self.grammar.open_span(request.prompt)
+        return [self.bos, *request.prompt[len(request.prompt) - 1 - count:]]
+
+    def _check(self, requests: Sequence[Request]) -> None:
+        if not requests:
+            raise GenerationError("requests is empty: give at least one")
+        limit = self.model.config.max_seq_len
+        for index, request in enumerate(requests):
+            name = f"requests[{index}]"
+            prompt = list(request.prompt)
+            if not prompt or prompt[0] != self.bos:
+                raise GenerationError(f"{name}.prompt must start with <bos> (id {self.bos})")
+            bad = [t for t in prompt if not isinstance(t, (int, np.integer)) or not 0 <= int(t) < self.layout.vocab_size]
+            if bad:
+                raise GenerationError(f"{name}.prompt holds {bad[0]!r}, not an id of the vocabulary "
+                                      f"[0, {self.layout.vocab_size})")
+            if len(prompt) >= limit:
+                raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; the model's context is "
+                                      f"max_seq_len={limit}, which leaves no room to generate")
+            if isinstance(request.max_new_tokens, bool) or not isinstance(request.max_new_tokens, int) \
+                    or request.max_new_tokens < 1:
+                raise GenerationError(f"{name}.max_new_tokens={request.max_new_tokens!r}: must be an integer >= 1")
+            guidance = request.guidance
+            if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) \
+                    or guidance < 0:
+                raise GenerationError(f"{name}.guidance={guidance!r}: must be a finite number >= 0")
+            opened = self.grammar.open_span(prompt) if request.mode == IMAGE else None
+            if opened is not None and opened[0] == IMAGE:
+                needed = self.grammar.rules.image_tokens - opened[1] + 1  # the missing codes and <eoi>
+                if len(prompt) + needed > limit:
+                    raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; with the {needed} an image "
+                                          f"still needs, more than max_seq_len={limit}")
+            if guidance != 1.0 and request.mode != IMAGE:
+                raise GenerationError(f"{name}.guidance={guidance}: classifier-free guidance is for image "
+                                      f"requests (mode='image'), not mode={request.mode!r}")
