@@ -29,3 +29,14 @@ def transfusion_run(small_corpus, tmp_path_factory):
     runs = tmp_path_factory.mktemp("transfusion_runs")
     Trainer(small_transfusion_recipe(small_corpus, runs, steps=2, checkpoint_every=2), log=lambda _: None).train()
     return runs / "transfusion"
+
+
+@pytest.fixture(scope="session")
+def chameleon_run(small_corpus, tmp_path_factory):
+    """A Chameleon-setting (text + VQ image codes) run of 2 steps on the small corpus (its directory)."""
+    from mot.train.trainer import Trainer
+    from tests.helpers import small_recipe
+
+    runs = tmp_path_factory.mktemp("chameleon_runs")
+    Trainer(small_recipe(small_corpus, runs, steps=2, checkpoint_every=2, name="chameleon"), log=lambda _: None).train()
+    return runs / "chameleon"

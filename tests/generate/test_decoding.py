@@ -45,7 +45,7 @@ def requests(**sampling):
     s = Sampling(**sampling)
     return [Request([BOS, TEXT + 3, TEXT + 5, BOI, IMAGE + 1], mode="free", max_new_tokens=12, sampling=s),
             Request([BOS, TEXT + 7, BOS_SPEECH], mode="free", max_new_tokens=14, sampling=s),
-            Request([BOS, TEXT + 1, TEXT + 2, TEXT + 4, BOI], mode="image", max_new_tokens=9, sampling=s, guidance=3.0),
+            Request([BOS, TEXT + 1, TEXT + 2, TEXT + 4, BOI], mode="image", max_new_tokens=9, sampling=s, guidance=2.7),
             Request([BOS, BOI, *range(IMAGE, IMAGE + 4), EOI], mode="text", max_new_tokens=6, sampling=s),
             Request([BOS, TEXT + 9, BOS_SPEECH, SPEECH + 2], mode="speech", max_new_tokens=8, sampling=s)]
 

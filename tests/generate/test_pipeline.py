@@ -7,7 +7,8 @@ from PIL import Image
 
 from mot.cli import main
 from mot.generate.pipeline import TransfusionPipeline
-from mot.generate.transfusion import ImageSampling, SamplingError
+from mot.generate.logits import GenerationError
+from mot.generate.transfusion import ImageSampling
 from mot.train.trainer import Trainer
 
 from tests.helpers import small_recipe
@@ -45,5 +46,5 @@ def test_runs_and_files_it_cannot_use_are_clear_errors(small_corpus, transfusion
     assert "method='euler'" in capsys.readouterr().err
     Trainer(small_recipe(small_corpus, tmp_path, steps=1, checkpoint_every=1, name="chameleon"),
             log=lambda _: None).train()
-    with pytest.raises(SamplingError, match="chameleon setting"):
+    with pytest.raises(GenerationError, match="chameleon setting"):
         TransfusionPipeline.from_run(tmp_path / "chameleon", log=lambda _: None)

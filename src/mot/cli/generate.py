@@ -1,5 +1,6 @@
 """``mot generate RUN``: images for ``--prompt`` captions (each a PNG, and a grid with the prompts)
-and captions for ``--caption`` image files, with a Transfusion-setting run."""
+and captions for ``--caption`` image files, with a run of any setting: the Transfusion setting draws
+by diffusion, the Chameleon settings by decoding VQ codes."""
 
 from __future__ import annotations
 
@@ -14,25 +15,32 @@ from .arguments import add_out, add_run, positive_int
 
 
 def add_parser(verbs) -> None:
-    generate = verbs.add_parser("generate", help="text -> image and image -> text with a Transfusion run")
-    add_run(generate, "a Transfusion-setting run directory (runs/<name>)")
+    generate = verbs.add_parser("generate", help="text -> image and image -> text with a trained run")
+    add_run(generate, "a run directory (runs/<name>) of any setting")
     generate.add_argument("--prompt", action="append", default=[], help="a caption to draw (repeatable)")
     generate.add_argument("--caption", action="append", default=[], metavar="IMAGE",
                           help="an image file (PNG, JPEG) to caption (repeatable)")
     add_out(generate, "directory for the images (default ./samples)", default="samples")
     generate.add_argument("--per-prompt", type=positive_int, default=1, help="images per prompt (default 1)")
-    generate.add_argument("--denoising-steps", type=positive_int, default=250, metavar="N",
-                          help="denoising steps per image (default 250)")
-    generate.add_argument("--method", default="ddpm", help="ddpm (default) or ddim")
     generate.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (default 3; 1: none)")
-    generate.add_argument("--temperature", type=float, default=0.0, help="captions: 0 (default) is greedy")
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--temperature", type=float, default=0.0, help="captions: 0 (default) is greedy")
+    diffusion = generate.add_argument_group("transfusion runs (diffusion)")
+    diffusion.add_argument("--denoising-steps", type=positive_int, default=250, metavar="N",
+                           help="denoising steps per image (default 250)")
+    diffusion.add_argument("--method", default="ddpm", help="ddpm (default) or ddim")
+    codes = generate.add_argument_group("chameleon runs (image codes decoded one by one)")
+    codes.add_argument("--image-temperature", type=float, default=1.0, help="image codes' temperature (default 1)")
+    codes.add_argument("--top-k", type=int, default=0, help="image codes: keep the k best (default 0: all)")
+    codes.add_argument("--top-p", type=float, default=1.0, help="image codes: nucleus sampling (default 1: off)")
     generate.set_defaults(run=_generate)
 
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
     from ..generate.image_files import read_image, write_samples
+    from ..generate.logits import Sampling
     from ..generate.pipeline import TransfusionPipeline
+    from ..generate.pipelines import pipeline_for_run
     from ..generate.transfusion import ImageSampling, check_temperature
 
     if not args.prompt and not args.caption:
@@ -41,18 +49,22 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
         if not prompt.strip():
             raise ConfigError(f"--prompt {prompt!r}: a prompt must hold some text")
     check_temperature(args.temperature)
-    sampling = ImageSampling(args.denoising_steps, args.method, args.cfg_scale, seed=args.seed)
-    pipeline = TransfusionPipeline.from_run(args.run_dir, log=console.out)
+    diffusion = ImageSampling(args.denoising_steps, args.method, args.cfg_scale, seed=args.seed)
+    codes = Sampling(temperature=args.image_temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    pipeline = pipeline_for_run(args.run_dir, log=console.out)
+    transfusion = isinstance(pipeline, TransfusionPipeline)
     if args.prompt:
-        images = pipeline.text_to_image([p for p in args.prompt for _ in range(args.per_prompt)], sampling,
-                                        log=console.out)
+        prompts = [p for p in args.prompt for _ in range(args.per_prompt)]
+        images = (pipeline.text_to_image(prompts, diffusion, log=console.out) if transfusion else
+                  pipeline.text_to_image(prompts, codes, guidance=args.cfg_scale, log=console.out))
         grid = write_samples(images, args.prompt, args.per_prompt, args.out, Path(args.run_dir).name)
-        console.out(f"wrote {len(images)} images and {grid} ({args.denoising_steps} {args.method} steps, "
-                    f"guidance {args.cfg_scale}, seed {args.seed})")
+        how = f"{args.denoising_steps} {args.method} steps" if transfusion else f"image temperature {args.image_temperature}"
+        console.out(f"wrote {len(images)} images and {grid} ({how}, guidance {args.cfg_scale}, seed {args.seed})")
     if args.caption:
-        size = pipeline.vae.config.image_size
+        size = pipeline.vae.config.image_size if transfusion else pipeline.vq.config.image_size
         images = np.stack([read_image(path, size) for path in args.caption])
-        for path, text in zip(args.caption, pipeline.image_to_text(images, temperature=args.temperature,
-                                                                    seed=args.seed)):
+        captions = (pipeline.image_to_text(images, temperature=args.temperature, seed=args.seed) if transfusion else
+                    pipeline.image_to_text(images, sampling=Sampling(temperature=args.temperature, seed=args.seed)))
+        for path, text in zip(args.caption, captions):
             console.out(f"{path}: {text}")
     return 0

@@ -92,7 +92,7 @@ class Decoder:
         outputs: List[List[int]] = [[] for _ in requests]
         choose = TokenChooser([r.sampling for r in requests], self.device)
         processors = processors_for([r.sampling for r in requests], self.device)
-        scales = torch.tensor([r.guidance for r in requests], device=self.device)
+        scales = torch.tensor([float(r.guidance) for r in requests], dtype=torch.float64, device=self.device)
         cache = KVCache(self.model.config.n_layers)
         lengths = [len(row) for row in rows]
         with self.model.causal_routing():
@@ -112,6 +112,8 @@ class Decoder:
                         states[index].advance(token)
                         if token != self.grammar.eos:
                             outputs[index].append(token)
+                if all(s.done or step + 1 >= r.max_new_tokens for s, r in zip(states, requests)):
+                    break  # nothing reads another step's logits
                 step_ids = ids + [ids[i] for i in pairs]
                 logits = self._step(step_ids, lengths, cache)
                 lengths = [length + 1 for length in lengths]

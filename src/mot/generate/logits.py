@@ -31,7 +31,7 @@ from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 
-from mot.errors import MotError
+from ..config import ConfigError
 
 PerRow = Union[float, int, torch.Tensor]
 
@@ -39,8 +39,8 @@ _NEG_INF = float("-inf")
 _SEED_LIMIT = 2**63
 
 
-class GenerationError(MotError, ValueError):
-    """A bad generation setting or argument; the message names the field and its value."""
+class GenerationError(ConfigError):
+    """A bad generation setting, request or run to generate with; the message names the field and its value."""
 
 
 # ---- validation (Python values only: nothing here touches a device) ------------------------------

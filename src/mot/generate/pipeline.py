@@ -9,12 +9,12 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.settings import open_corpus
 from ..model.transformer import MoTModel
 from ..tokenizers.image_common import tensor_to_uint8
 from ..tokenizers.image_vae import ImageVAE
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
+from .run_assets import load_generation_run, tokenizer_directory
 from .transfusion import ImageSampling, SamplingError, TransfusionSampler, latent_shape_of
 
 
@@ -31,18 +31,9 @@ class TransfusionPipeline:
     def from_run(cls, run_dir: str | Path, log=print) -> "TransfusionPipeline":
         """The newest complete checkpoint of a Transfusion-setting run, with its corpus's tokenizers
         (checked against the fingerprints the run was trained with)."""
-        from ..runs.model import load_run_model
-
-        config, model = load_run_model(run_dir, log)
-        if config.data.setting != "transfusion":
-            raise SamplingError(f"{run_dir} was trained in the {config.data.setting} setting; text -> image by "
-                                f"diffusion needs a transfusion run")
-        corpus = open_corpus(config.data.corpus)
-        for name, fingerprint in config.data.tokenizers.items():
-            if corpus.fingerprints().get(name) != fingerprint:
-                raise SamplingError(f"{config.data.corpus}'s {name} tokenizer is not the one {run_dir} was trained with")
-        text = BPETokenizer.load(corpus.directory / "tokenizers" / "text")
-        vae = ImageVAE.load(corpus.directory / "tokenizers" / "image_vae").eval()
+        config, model, corpus = load_generation_run(run_dir, ("transfusion",), "text -> image by diffusion", log)
+        text = BPETokenizer.load(tokenizer_directory(corpus, "text", "text"))
+        vae = ImageVAE.load(tokenizer_directory(corpus, "image_vae", "diffusion")).eval()
         if tuple(vae.config.latent_shape) != latent_shape_of(corpus.manifest):
             raise SamplingError(f"{corpus.directory}: the VAE's latents {vae.config.latent_shape} are not the shards'")
         return cls(model, corpus.layout("transfusion"), text, vae, config.diffusion.train_steps,

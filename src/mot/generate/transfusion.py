@@ -31,19 +31,20 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import ConfigError, check_number
+from ..config import check_number
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
 from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
 from ..progress import progress
+from .logits import GenerationError
 from ..tokenizers.vocab import VocabLayout
 
 PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
 IMAGE_SPAN = 1  # the span id of the image being generated (the prompt has none)
 
 
-class SamplingError(ConfigError):
-    """A bad sampling argument or prompt; the message names it."""
+class SamplingError(GenerationError):
+    """A bad diffusion sampling argument or prompt; the message names it."""
 
 
 def check_seed(name: str, seed) -> None:
