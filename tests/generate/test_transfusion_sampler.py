@@ -98,7 +98,9 @@ def test_captions_are_text_ids_and_decoding_with_the_cache_matches_the_whole_seq
     with torch.no_grad():
         logits = s.model(tokens, modality_ids, span_ids=span_ids, latents=latents[:1],
                          latent_starts=torch.tensor([[0, 2]]), timesteps=torch.tensor([0])).logits[0]
-    allowed = s._text_or_eos()
+    allowed = torch.zeros(LAYOUT.vocab_size, dtype=torch.bool)
+    allowed[start:stop] = True
+    allowed[LAYOUT.special("<eos>")] = True
     predicted = logits[6:].masked_fill(~allowed, float("-inf")).argmax(-1).tolist()
     assert predicted[:len(row)] == row
     if len(row) < 5:
@@ -131,3 +133,28 @@ def test_bad_sampling_arguments_are_clear_errors():
         TransfusionSampler(no_latent, LAYOUT, LATENT)
     with pytest.raises(SamplingError, match="latent_shape"):
         TransfusionSampler(s.model, LAYOUT, (8, 4, 4))
+
+
+def test_captions_come_from_the_decoder_batched_as_one_by_one():
+    from mot.generate.decoding import Decoder, Request
+    from mot.generate.logits import GenerationError
+    from mot.generate.modality_state import SpanRules
+
+    s = sampler()
+    latents = torch.randn(3, *LATENT)
+    for temperature in (0.0, 1.0):
+        together = s.image_to_text(latents, max_new_tokens=6, temperature=temperature, seed=5)
+        alone = [s.image_to_text(latents[i:i + 1], max_new_tokens=6, temperature=temperature, seed=5 + i)[0]
+                 for i in range(3)]
+        assert together == alone
+    # a text prompt before the image and a second image: left padding, two spans, two latents
+    boi, eoi = LAYOUT.markers("image")
+    image = [boi, *[LAYOUT.id_range("image")[0]] * 4, eoi]
+    decoder = Decoder(s.model, LAYOUT, SpanRules(image_tokens=4))
+    two = Request([1, TEXT + 2, *image, TEXT + 3, *image], mode="text", max_new_tokens=4, latents=latents[:2])
+    one = Request([1, *image], mode="text", max_new_tokens=4, latents=latents[2:])
+    assert decoder.generate([two, one]) == [decoder.generate([two])[0], decoder.generate([one])[0]]
+    with pytest.raises(GenerationError, match=r"one image per <boi> of the prompt \(2\)"):
+        decoder.generate([Request(two.prompt, mode="text", latents=latents[:1])])
+    with pytest.raises(GenerationError, match="4 placeholders"):
+        decoder.generate([Request([1, boi, LAYOUT.id_range("image")[0], eoi], mode="text", latents=latents[:1])])

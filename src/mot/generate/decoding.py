@@ -43,13 +43,17 @@ PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
 class Request:
     """One generation: ``prompt`` (unified ids, ``<bos>`` first), where it starts and ends (``mode``:
     text, image, speech or free, see :mod:`.modality_state`), at most ``max_new_tokens`` new ids,
-    its sampling, and for an image its classifier-free ``guidance`` scale (1: none)."""
+    its sampling, for an image its classifier-free ``guidance`` scale (1: none), and the latents of
+    a Transfusion prompt's images."""
 
     prompt: Sequence[int]
     mode: str = "free"
     max_new_tokens: int = 256
     sampling: Sampling = field(default_factory=Sampling)
     guidance: float = 1.0
+    #: Transfusion: the clean VAE latents ``[k, C, h, w]`` of the prompt's ``k`` images, in order; each
+    #: image is ``<boi>``, one placeholder id per latent patch, ``<eoi>`` in the prompt
+    latents: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.allowed = self.grammar.allowed_table(self.device)
         self.bos, self.pad = layout.special("<bos>"), layout.special("<pad>")
+        self.boi = layout.markers("image")[0] if "image" in layout.modalities[1:] else -1
         self.modality_table = layout.modality_table()
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -95,8 +100,9 @@ class Decoder:
         scales = torch.tensor([float(r.guidance) for r in requests], dtype=torch.float64, device=self.device)
         cache = KVCache(self.model.config.n_layers)
         lengths = [len(row) for row in rows]
+        latents = [r.latents for r in requests] + [None] * len(pairs)
         with self.model.causal_routing():
-            logits = self._prefill(rows, cache)
+            logits = self._prefill(rows, latents, cache)
             seen = self._seen(rows)
             steps = range(max(r.max_new_tokens for r in requests))
             if log is not None:
@@ -136,7 +142,7 @@ class Decoder:
 
     # ---- model calls -------------------------------------------------------------------------
 
-    def _prefill(self, rows: List[List[int]], cache: KVCache) -> torch.Tensor:
+    def _prefill(self, rows: List[List[int]], latents: List[Optional[torch.Tensor]], cache: KVCache) -> torch.Tensor:
         """Run the left-padded prompts into ``cache``; the logits of each row's last position ``[R, V]``."""
         width = max(len(row) for row in rows)
         tokens = np.full((len(rows), width), self.pad, dtype=np.int64)
@@ -146,7 +152,23 @@ class Decoder:
             tokens[index, width - len(row):] = row
             documents[index, width - len(row):] = PROMPT_DOCUMENT
             positions[index, width - len(row):] = np.arange(len(row))
-        return self._forward(tokens, positions, documents, cache)
+        return self._forward(tokens, positions, documents, cache, self._images(tokens, latents))
+
+    def _images(self, tokens: np.ndarray, latents: List[Optional[torch.Tensor]]) -> dict:
+        """The model's latent inputs for the prompts' Transfusion images: the latents, where each
+        starts (row, position), clean timesteps, and the span ids that let an image's patches see
+        each other (bidirectional within the image, as in training)."""
+        found = [(row, start) for row, start in zip(*np.nonzero(tokens[:, :-1] == self.boi)) if latents[row] is not None]
+        if not found:
+            return {}
+        stacked = torch.cat([latents[row] for row in sorted({row for row, _ in found})]).to(self.device)
+        span_ids = np.zeros_like(tokens)
+        patches = self.grammar.rules.image_tokens
+        for span, (row, start) in enumerate(found, start=1):
+            span_ids[row, start + 1:start + 1 + patches] = span
+        starts = torch.tensor([[row, start + 1] for row, start in found], device=self.device)
+        return dict(latents=stacked, latent_starts=starts, span_ids=torch.from_numpy(span_ids).to(self.device),
+                    timesteps=torch.zeros(len(found), dtype=torch.long, device=self.device))
 
     def _step(self, ids: List[int], lengths: List[int], cache: KVCache) -> torch.Tensor:
         """One new position per row (``ids``, at the rows' ``lengths``) over the cache."""
@@ -154,16 +176,19 @@ class Decoder:
         positions = np.array(lengths, dtype=np.int64)[:, None]
         return self._forward(tokens, positions, np.full_like(tokens, PROMPT_DOCUMENT), cache)
 
-    def _forward(self, tokens: np.ndarray, positions: np.ndarray, documents: np.ndarray,
-                 cache: KVCache) -> torch.Tensor:
+    def _forward(self, tokens: np.ndarray, positions: np.ndarray, documents: np.ndarray, cache: KVCache,
+                 images: Optional[dict] = None) -> torch.Tensor:
         """The model over host-made inputs: the modalities and the routing plan come from the ids on
         the host, so the model reads nothing back."""
         modality_ids = torch.from_numpy(self.modality_table[tokens])
         plan = build_routing_plan(modality_ids, self.model.config.modality_tower_index).to(self.device)
         as_device = (lambda array: torch.from_numpy(array).to(self.device))
+        images = dict(images or {})
+        span_ids = images.pop("span_ids", None)
         output = self.model(as_device(tokens), modality_ids.to(self.device), positions=as_device(positions),
-                            document_ids=as_device(documents), span_ids=torch.zeros_like(as_device(documents)),
-                            plan=plan, cache=cache)
+                            document_ids=as_device(documents),
+                            span_ids=span_ids if span_ids is not None else torch.zeros_like(as_device(documents)),
+                            plan=plan, cache=cache, **images)
         return output.logits[:, -1]
 
     # ---- requests ----------------------------------------------------------------------------
@@ -210,6 +235,22 @@ class Decoder:
                 if len(prompt) + needed > limit:
                     raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; with the {needed} an image "
                                           f"still needs, more than max_seq_len={limit}")
+            if request.latents is not None:
+                self._check_latents(name, prompt, request.latents)
             if guidance != 1.0 and request.mode != IMAGE:
                 raise GenerationError(f"{name}.guidance={guidance}: classifier-free guidance is for image "
                                       f"requests (mode='image'), not mode={request.mode!r}")
+
+    def _check_latents(self, name: str, prompt: List[int], latents: torch.Tensor) -> None:
+        """A Transfusion prompt's images: one latent per ``<boi>``, each span the latent's patches."""
+        images = [index for index, token in enumerate(prompt) if token == self.boi]
+        if not isinstance(latents, torch.Tensor) or latents.dim() != 4 or len(latents) != len(images):
+            shape = list(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise GenerationError(f"{name}.latents must be [images, C, h, w] with one image per <boi> of the "
+                                  f"prompt ({len(images)}); got {shape}")
+        patches, eoi = self.grammar.rules.image_tokens, self.layout.markers("image")[1]
+        for start in images:
+            if start + patches + 1 >= len(prompt) or prompt[start + patches + 1] != eoi:
+                raise GenerationError(f"{name}.prompt: the image at position {start} must be <boi>, {patches} "
+                                      f"placeholders (one per latent patch) and <eoi>")
+

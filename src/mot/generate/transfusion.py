@@ -36,7 +36,9 @@ from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
 from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
 from ..progress import progress
-from .logits import GenerationError
+from .decoding import Decoder, Request
+from .logits import GenerationError, Sampling
+from .modality_state import SpanRules
 from ..tokenizers.vocab import VocabLayout
 
 PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
@@ -128,7 +130,7 @@ class TransfusionSampler:
         self.text, self.image = (layout.modalities.index(m) for m in (layout.modalities[0], latent.modality))
         self.boi, self.eoi = layout.markers(latent.modality)
         self.placeholder = layout.id_range(latent.modality)[0]
-        self.bos, self.eos = layout.special("<bos>"), layout.special("<eos>")
+        self.bos = layout.special("<bos>")
         self.patches = model.latent_path.patches_per_image(*self.latent_shape[1:])
 
     @property
@@ -226,7 +228,9 @@ class TransfusionSampler:
     def image_to_text(self, latents: torch.Tensor, max_new_tokens: int = 40, temperature: float = 0.0,
                       seed: int = 0) -> List[List[int]]:
         """A caption (unified text ids, ``<eos>`` not included) for each clean latent ``[N, C, h, w]``:
-        greedy at ``temperature`` 0, else sampled from the softmax at that temperature."""
+        greedy at ``temperature`` 0, else sampled from the softmax at that temperature (image ``i``
+        with seed ``seed + i``). The decoder of :mod:`.decoding` writes it: ``<bos> <boi>``, the
+        image's patches, ``<eoi>``, then text until ``<eos>``."""
         if latents.dim() != 4 or tuple(latents.shape[1:]) != self.latent_shape:
             raise SamplingError(f"latents must have shape [images, {', '.join(map(str, self.latent_shape))}], "
                                 f"got {list(latents.shape)}")
@@ -234,51 +238,13 @@ class TransfusionSampler:
             raise SamplingError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 1")
         check_temperature(temperature)
         check_seed("seed", seed)
-        images = len(latents)
-        head = torch.tensor([self.bos, self.boi], device=self.device)
-        image = self._image_rows(torch.full((images,), 2, device=self.device))
-        tokens = torch.cat([head.expand(images, 2), image["tokens"]], dim=1)
-        modality_ids = torch.cat([torch.tensor([self.text, self.image], device=self.device).expand(images, 2),
-                                  image["modality_ids"]], dim=1)
-        span_ids = torch.cat([torch.zeros(images, 2, dtype=torch.long, device=self.device), image["span_ids"]], 1)
-        starts = torch.stack([torch.arange(images), torch.full((images,), 2)], 1).to(self.device)
-        cache = KVCache(self.model.config.n_layers)
-        output = self.model(tokens, modality_ids, span_ids=span_ids, cache=cache, latents=latents.to(self.device),
-                            latent_starts=starts, timesteps=torch.zeros(images, dtype=torch.long, device=self.device))
-        allowed = self._text_or_eos()
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        captions: List[List[int]] = [[] for _ in range(images)]
-        finished = torch.zeros(images, dtype=torch.bool, device=self.device)
-        logits = output.logits[:, -1]
-        for _ in range(max_new_tokens):
-            logits = logits.masked_fill(~allowed, float("-inf"))
-            if temperature == 0:
-                chosen = logits.argmax(dim=-1)
-            else:
-                # The best logit is subtracted first (at a tiny temperature the quotient would
-                # overflow to inf, and softmax(inf) is nan), in fp64, where a temperature such as
-                # 1e-300 does not round to 0.
-                scaled = (logits - logits.amax(dim=-1, keepdim=True)).double() / temperature
-                chosen = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
-            chosen = torch.where(finished, torch.full_like(chosen, self.eos), chosen)
-            for row, token in enumerate(chosen.tolist()):
-                if not finished[row] and token != self.eos:
-                    captions[row].append(token)
-            finished |= chosen == self.eos
-            if bool(finished.all()) or cache.length + 1 > self.model.config.max_seq_len:
-                break
-            text = torch.full((images, 1), self.text, device=self.device)
-            logits = self.model(chosen[:, None], text, cache=cache).logits[:, -1]
-        return captions
+        prompt = [self.bos, self.boi, *[self.placeholder] * self.patches, self.eoi]
+        requests = [Request(prompt, mode="text", max_new_tokens=max_new_tokens, latents=latents[i:i + 1],
+                            sampling=Sampling(temperature=temperature, seed=seed + i)) for i in range(len(latents))]
+        decoder = Decoder(self.model, self.layout, SpanRules(image_tokens=self.patches))
+        return [generation.tokens for generation in decoder.generate(requests)]
 
     # ---- helpers ---------------------------------------------------------------------------------
-
-    def _text_or_eos(self) -> torch.Tensor:
-        allowed = torch.zeros(self.layout.vocab_size, dtype=torch.bool, device=self.device)
-        start, stop = self.layout.id_range(self.layout.modalities[0])
-        allowed[start:stop] = True
-        allowed[self.eos] = True
-        return allowed
 
     def _check_text(self, ids: Sequence[int], name: str) -> None:
         start, stop = self.layout.id_range(self.layout.modalities[0])
