@@ -158,7 +158,8 @@ class Decoder:
         """The model's latent inputs for the prompts' Transfusion images: the latents, where each
         starts (row, position), clean timesteps, and the span ids that let an image's patches see
         each other (bidirectional within the image, as in training)."""
-        found = [(row, start) for row, start in zip(*np.nonzero(tokens[:, :-1] == self.boi)) if latents[row] is not None]
+        rows, starts = np.nonzero(tokens[:, :-1] == self.boi)  # host ids: no device read
+        found = [(row, start) for row, start in zip(rows, starts) if latents[row] is not None]
         if not found:
             return {}
         stacked = torch.cat([latents[row] for row in sorted({row for row, _ in found})]).to(self.device)
@@ -209,37 +210,40 @@ class Decoder:
     def _check(self, requests: Sequence[Request]) -> None:
         if not requests:
             raise GenerationError("requests is empty: give at least one")
-        limit = self.model.config.max_seq_len
         for index, request in enumerate(requests):
-            name = f"requests[{index}]"
-            prompt = list(request.prompt)
-            if not prompt or prompt[0] != self.bos:
-                raise GenerationError(f"{name}.prompt must start with <bos> (id {self.bos})")
-            bad = [t for t in prompt if not isinstance(t, (int, np.integer)) or not 0 <= int(t) < self.layout.vocab_size]
-            if bad:
-                raise GenerationError(f"{name}.prompt holds {bad[0]!r}, not an id of the vocabulary "
-                                      f"[0, {self.layout.vocab_size})")
-            if len(prompt) >= limit:
-                raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; the model's context is "
-                                      f"max_seq_len={limit}, which leaves no room to generate")
-            if isinstance(request.max_new_tokens, bool) or not isinstance(request.max_new_tokens, int) \
-                    or request.max_new_tokens < 1:
-                raise GenerationError(f"{name}.max_new_tokens={request.max_new_tokens!r}: must be an integer >= 1")
-            guidance = request.guidance
-            if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) \
-                    or guidance < 0:
-                raise GenerationError(f"{name}.guidance={guidance!r}: must be a finite number >= 0")
-            opened = self.grammar.open_span(prompt) if request.mode == IMAGE else None
-            if opened is not None and opened[0] == IMAGE:
-                needed = self.grammar.rules.image_tokens - opened[1] + 1  # the missing codes and <eoi>
-                if len(prompt) + needed > limit:
-                    raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; with the {needed} an image "
-                                          f"still needs, more than max_seq_len={limit}")
-            if request.latents is not None:
-                self._check_latents(name, prompt, request.latents)
-            if guidance != 1.0 and request.mode != IMAGE:
-                raise GenerationError(f"{name}.guidance={guidance}: classifier-free guidance is for image "
-                                      f"requests (mode='image'), not mode={request.mode!r}")
+            self._check_request(f"requests[{index}]", request)
+
+    def _check_request(self, name: str, request: Request) -> None:
+        """Raise :class:`GenerationError` naming the first thing wrong with ``request``."""
+        limit = self.model.config.max_seq_len
+        prompt = list(request.prompt)
+        if not prompt or prompt[0] != self.bos:
+            raise GenerationError(f"{name}.prompt must start with <bos> (id {self.bos})")
+        bad = [t for t in prompt if not isinstance(t, (int, np.integer)) or not 0 <= int(t) < self.layout.vocab_size]
+        if bad:
+            raise GenerationError(f"{name}.prompt holds {bad[0]!r}, not an id of the vocabulary "
+                                  f"[0, {self.layout.vocab_size})")
+        if len(prompt) >= limit:
+            raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; the model's context is "
+                                  f"max_seq_len={limit}, which leaves no room to generate")
+        if isinstance(request.max_new_tokens, bool) or not isinstance(request.max_new_tokens, int) \
+                or request.max_new_tokens < 1:
+            raise GenerationError(f"{name}.max_new_tokens={request.max_new_tokens!r}: must be an integer >= 1")
+        guidance = request.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not np.isfinite(guidance) \
+                or guidance < 0:
+            raise GenerationError(f"{name}.guidance={guidance!r}: must be a finite number >= 0")
+        opened = self.grammar.open_span(prompt) if request.mode == IMAGE else None
+        if opened is not None and opened[0] == IMAGE:
+            needed = self.grammar.rules.image_tokens - opened[1] + 1  # the missing codes and <eoi>
+            if len(prompt) + needed > limit:
+                raise GenerationError(f"{name}.prompt has {len(prompt)} tokens; with the {needed} an image "
+                                      f"still needs, more than max_seq_len={limit}")
+        if request.latents is not None:
+            self._check_latents(name, prompt, request.latents)
+        if guidance != 1.0 and request.mode != IMAGE:
+            raise GenerationError(f"{name}.guidance={guidance}: classifier-free guidance is for image "
+                                  f"requests (mode='image'), not mode={request.mode!r}")
 
     def _check_latents(self, name: str, prompt: List[int], latents: torch.Tensor) -> None:
         """A Transfusion prompt's images: one latent per ``<boi>``, each span the latent's patches."""
