@@ -84,3 +84,23 @@ def test_mot_generate_with_a_chameleon_run(chameleon_run, tmp_path, capsys):
     assert "cfg_scale=nan" in capsys.readouterr().err
     assert main(["generate", str(chameleon_run), "--prompt", "x", "--top-p", "0"]) == 2
     assert "top_p=0.0" in capsys.readouterr().err
+
+
+def test_interleaved_prompt_documents_are_continued(pipeline, chameleon_run, transfusion_run, tmp_path, capsys):
+    image = pipeline.text_to_image(["a red circle"])[0]
+    document = [("text", "two shapes"), ("image", image), ("text", "and then")]
+    ids = pipeline.document_ids(document)
+    boi, eoi = pipeline.layout.markers("image")
+    assert ids.count(boi) == 1 and ids[ids.index(eoi) - pipeline.vq.config.tokens_per_image - 1] == boi
+    together = pipeline.continue_document([document, "a small"], max_new_tokens=20, sampling=Sampling(seed=3))
+    assert together[0] == pipeline.continue_document([document], 20, Sampling(seed=3))[0]
+    with pytest.raises(GenerationError, match=r"document\[0\]=.*a segment is"):
+        pipeline.document_ids([("video", 1)])
+    with pytest.raises(GenerationError, match="document is empty"):
+        pipeline.document_ids([])
+    out = tmp_path / "continued"
+    assert main(["generate", str(chameleon_run), "--continue", "a large", "--max-new-tokens", "40",
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("a large -> ") == 1
+    assert main(["generate", str(transfusion_run), "--continue", "a large"]) == 2
+    assert "--continue needs a run of the chameleon settings" in capsys.readouterr().err

@@ -20,6 +20,10 @@ def add_parser(verbs) -> None:
     generate.add_argument("--prompt", action="append", default=[], help="a caption to draw (repeatable)")
     generate.add_argument("--caption", action="append", default=[], metavar="IMAGE",
                           help="an image file (PNG, JPEG) to caption (repeatable)")
+    generate.add_argument("--continue", action="append", default=[], dest="continuations", metavar="TEXT",
+                          help="chameleon runs: a text to continue freely; the model may draw images (repeatable)")
+    generate.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
+                          help="tokens each --continue may add (default 200)")
     add_out(generate, "directory for the images (default ./samples)", default="samples")
     generate.add_argument("--per-prompt", type=positive_int, default=1, help="images per prompt (default 1)")
     generate.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (default 3; 1: none)")
@@ -37,22 +41,26 @@ def add_parser(verbs) -> None:
 
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
-    from ..generate.image_files import read_image, write_samples
+    from ..generate.image_files import read_image, write_document, write_samples
     from ..generate.logits import Sampling
     from ..generate.pipeline import TransfusionPipeline
     from ..generate.pipelines import pipeline_for_run
     from ..generate.transfusion import ImageSampling, check_temperature
 
-    if not args.prompt and not args.caption:
-        raise ConfigError("nothing to do: give --prompt TEXT (text -> image) or --caption IMAGE (image -> text)")
-    for prompt in args.prompt:  # checked before the model loads, as every argument is
-        if not prompt.strip():
-            raise ConfigError(f"--prompt {prompt!r}: a prompt must hold some text")
+    if not args.prompt and not args.caption and not args.continuations:
+        raise ConfigError("nothing to do: give --prompt TEXT (text -> image), --caption IMAGE (image -> text) "
+                          "or --continue TEXT")
+    for flag, texts in (("--prompt", args.prompt), ("--continue", args.continuations)):
+        for text in texts:  # checked before the model loads, as every argument is
+            if not text.strip():
+                raise ConfigError(f"{flag} {text!r}: a prompt must hold some text")
     check_temperature(args.temperature)
     diffusion = ImageSampling(args.denoising_steps, args.method, args.cfg_scale, seed=args.seed)
     codes = Sampling(temperature=args.image_temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     pipeline = pipeline_for_run(args.run_dir, log=console.out)
     transfusion = isinstance(pipeline, TransfusionPipeline)
+    if args.continuations and transfusion:  # before anything is written
+        raise ConfigError("--continue needs a run of the chameleon settings (this one draws images by diffusion)")
     if args.prompt:
         prompts = [p for p in args.prompt for _ in range(args.per_prompt)]
         images = (pipeline.text_to_image(prompts, diffusion, log=console.out) if transfusion else
@@ -67,4 +75,8 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
                     pipeline.image_to_text(images, sampling=Sampling(temperature=args.temperature, seed=args.seed)))
         for path, text in zip(args.caption, captions):
             console.out(f"{path}: {text}")
+    if args.continuations:
+        documents = pipeline.continue_document(args.continuations, args.max_new_tokens, codes)
+        for index, (prompt, segments) in enumerate(zip(args.continuations, documents)):
+            console.out(f"{prompt} -> {write_document(segments, args.out, f'continuation-{index:03d}')}")
     return 0

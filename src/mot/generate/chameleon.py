@@ -99,13 +99,36 @@ class ChameleonPipeline:
 
     # ---- interleaved ---------------------------------------------------------------------------
 
-    def continue_document(self, prompts: Sequence[str], max_new_tokens: int = 200,
+    def continue_document(self, prompts: Sequence[str | Sequence[Segment]], max_new_tokens: int = 200,
                           sampling: Sampling = Sampling(temperature=1.0)) -> List[List[Segment]]:
-        """Each text continued freely: the model decides when to open an image (or a speech span)."""
-        requests = [Request([self.bos, *self._text_ids(p, f"prompts[{i}]")], mode="free",
-                            max_new_tokens=max_new_tokens, sampling=_seeded(sampling, i))
-                    for i, p in enumerate(prompts)]
+        """Each prompt document continued freely: the model decides when to open an image (or a
+        speech span). A prompt is a text, or segments ``("text", str)``, ``("image", uint8 [S, S, 3])``
+        and ``("speech", unit ids)`` in document order."""
+        requests = [Request(self.document_ids(p, f"prompts[{i}]"), mode="free", max_new_tokens=max_new_tokens,
+                            sampling=_seeded(sampling, i)) for i, p in enumerate(prompts)]
         return [self.segments(g.tokens) for g in self._generate(requests)]
+
+    def document_ids(self, document: str | Sequence[Segment], name: str = "document") -> List[int]:
+        """``<bos>`` and a document's segments as unified ids (an image: ``<boi>``, its codes, ``<eoi>``)."""
+        segments = [("text", document)] if isinstance(document, str) else list(document)
+        if not segments:
+            raise GenerationError(f"{name} is empty: give some text, an image or speech")
+        ids = [self.bos]
+        for index, segment in enumerate(segments):
+            where = f"{name}[{index}]"
+            kind, value = segment if isinstance(segment, tuple) and len(segment) == 2 else (None, None)
+            if kind == "text":
+                ids += self._text_ids(value, where)
+            elif kind == "image":
+                codes = self.vq.encode(np.asarray(value, dtype=np.uint8)[None]).cpu().numpy()[0]
+                ids += [self.boi, *self.layout.to_global("image", codes).tolist(), self.eoi]
+            elif kind == "speech":
+                begin, end = self._speech_markers()
+                ids += [begin, *self.layout.to_global("speech", np.asarray(value, dtype=np.int64)).tolist(), end]
+            else:
+                raise GenerationError(f"{where}={segment!r:.60}: a segment is (\"text\", str), (\"image\", "
+                                      f"uint8 [S, S, 3]) or (\"speech\", unit ids)")
+        return ids
 
     def segments(self, tokens: Sequence[int]) -> List[Segment]:
         """Generated ids as segments; an image or speech span cut short by ``max_new_tokens`` is left out."""

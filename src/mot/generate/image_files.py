@@ -68,3 +68,27 @@ def sample_grid(images: Dict[str, np.ndarray], prompts: List[str], per_prompt: i
                     axis.set_title("\n".join(textwrap.wrap(prompts[column], 22)), fontsize=7)
     figure.tight_layout()
     return save_figure(figure, path, dpi=100).name
+
+
+def write_document(segments, out: str | Path, stem: str) -> str:
+    """Write a generated document's images (``stem-image-K.png``) and speech units
+    (``stem-speech-K.npy``) into ``out``; return the document as text, each image or speech span
+    as ``[image: path]`` / ``[speech: path, N units]`` where it stood."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts, counts = [], {"image": 0, "speech": 0}
+    for kind, value in segments:
+        if kind == "text":
+            parts.append(value)
+            continue
+        path = out / f"{stem}-{kind}-{counts[kind]}.{'png' if kind == 'image' else 'npy'}"
+        counts[kind] += 1
+        if kind == "image":
+            Image.fromarray(value).save(path)
+            parts.append(f"[image: {path}]")
+        else:
+            np.save(path, np.asarray(value, dtype=np.int64))
+            parts.append(f"[speech: {path}, {len(value)} units]")
+    return " ".join(parts)
