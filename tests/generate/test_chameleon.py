@@ -103,4 +103,24 @@ def test_interleaved_prompt_documents_are_continued(pipeline, chameleon_run, tra
                  "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("a large -> ") == 1
     assert main(["generate", str(transfusion_run), "--continue", "a large"]) == 2
-    assert "--continue needs a run of the chameleon settings" in capsys.readouterr().err
+    assert "--continue, --speak and --transcribe need a run of the chameleon settings" in capsys.readouterr().err
+
+
+def test_mot_generate_speaks_and_transcribes(pipeline, chameleon_run, tmp_path, capsys, monkeypatch):
+    layout = VocabLayout({**pipeline.layout.modality_sizes, "speech": 12})
+    model = build_model(tiny_config(vocab_size=layout.vocab_size, modalities=layout.modalities)).eval()
+    speaking = ChameleonPipeline(model, layout, pipeline.text, pipeline.vq, speech_max_units=6)
+    monkeypatch.setattr("mot.generate.pipelines.pipeline_for_run", lambda run, log: speaking)
+    out = tmp_path / "speech"
+    assert main(["generate", "any-run", "--speak", "hello there", "--out", str(out)]) == 0
+    written = out / "speech-000-speech-0.npy"
+    units = np.load(written)
+    assert "hello there -> [speech: " in capsys.readouterr().out and 1 <= len(units) <= 6
+    assert main(["generate", "any-run", "--transcribe", str(written)]) == 0
+    assert f"{written}: " in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2)))
+    assert main(["generate", "any-run", "--transcribe", str(tmp_path / "bad.npy")]) == 2
+    assert "must hold a non-empty 1-D array of integer unit ids" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["generate", str(chameleon_run), "--speak", "hello"]) == 2
+    assert "need a run of the chameleon_speech setting" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""Images in and out of the pipelines: image files read for captioning, drawn images written as
-PNG files and as one grid with their prompts."""
+"""Files in and out of the pipelines: image files read for captioning, drawn images written as PNG
+files and as one grid with their prompts, generated documents written with their images and speech
+units, speech units read back."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
     # DecompressionBombError ...); every one of them means the file is unusable.
     except Exception as error:  # noqa: BLE001
         raise ConfigError(f"--caption {path}: not a readable image ({error})") from None
+
+
+def read_units(path: str | Path) -> np.ndarray:
+    """Speech unit ids from a ``.npy`` file (as ``--speak`` writes them): a 1-D integer array; the file
+    is read without pickles."""
+    try:
+        units = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--transcribe {path}: not a .npy file of unit ids ({error})") from None
+    if units.ndim != 1 or units.size == 0 or not np.issubdtype(units.dtype, np.integer):
+        raise ConfigError(f"--transcribe {path}: must hold a non-empty 1-D array of integer unit ids, "
+                          f"not {units.dtype} {list(units.shape)}")
+    return units.astype(np.int64)
 
 
 def write_samples(images: np.ndarray, prompts: List[str], per_prompt: int, out: str | Path, label: str) -> Path:
