@@ -9,13 +9,13 @@ and on every validation split (evaluated on the same batches each time, so not s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..eval.caption_use import caption_use_table
 from ..eval.step_matching import fraction_to_match_final, smooth, step_matching_curve
 from ..io.figures import save_figure
+from ..io.files import atomic_write
 from ..runs.metrics import read_metrics
 from ..runs.recipe import TrainConfig
 from ..runs.run_dir import read_environment
@@ -91,9 +91,10 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
             "step_matching": matching, "plots": plots, "samples": samples}
-    _atomic_write(directory / "results.json", json.dumps(data, indent=1) + "\n")
+    as_json = json.dumps(data, indent=1) + "\n"
+    atomic_write(directory / "results.json", lambda path: Path(path).write_text(as_json))
     text = _markdown(experiment, results, matching, plots, variant) + _samples_markdown(samples)
-    _atomic_write(directory / "report.md", text)
+    atomic_write(directory / "report.md", lambda path: Path(path).write_text(text))
     return directory
 
 
@@ -221,9 +222,3 @@ def _plots(results, matching, experiment, directory: Path) -> Dict[str, str]:
 
 def _save(figure, path: Path) -> str:
     return save_figure(figure, path, dpi=100).name
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

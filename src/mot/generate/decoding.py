@@ -204,8 +204,7 @@ class Decoder:
         """The prompt classifier-free guidance subtracts: ``<bos> <boi>`` and the codes the prompt's
         open image already holds (what image-first documents, images without a caption before
         them, taught the model)."""
-        _, count = self.grammar.open_span(request.prompt)
-        return [self.bos, *request.prompt[len(request.prompt) - 1 - count:]]
+        return [self.bos, *self.grammar.open_span_ids(request.prompt)]
 
     def _check(self, requests: Sequence[Request]) -> None:
         if not requests:

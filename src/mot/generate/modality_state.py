@@ -84,6 +84,12 @@ class ModalityGrammar:
                 return None
         return None
 
+    def open_span_ids(self, prompt: Sequence[int]) -> List[int]:
+        """The ids of ``prompt``'s open span, its begin marker first; empty when no span is open.
+        (With ``<bos>`` before them, the unconditional prompt of classifier-free guidance.)"""
+        opened = self.open_span(prompt)
+        return [int(t) for t in prompt[len(prompt) - 1 - opened[1]:]] if opened is not None else []
+
 
 class RowState:
     """One row's place in the grammar: :attr:`state`, updated by :meth:`advance` with each token."""

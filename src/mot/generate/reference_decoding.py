@@ -32,7 +32,7 @@ def reference_generate(model: MoTModel, layout: VocabLayout, requests: Sequence[
         for request in requests:
             state = RowState(grammar, request.mode, request.prompt)
             sequence = list(request.prompt)
-            unconditional = [layout.special("<bos>"), *_open_span(grammar, request.prompt)]
+            unconditional = [layout.special("<bos>"), *grammar.open_span_ids(request.prompt)]
             choose, process = TokenChooser([request.sampling], device), processors_for([request.sampling], device)
             generated: List[int] = []
             for _ in range(request.max_new_tokens):
@@ -58,9 +58,3 @@ def _last_logits(model: MoTModel, sequence: List[int], table: torch.Tensor) -> t
     """``[1, V]`` fp32 logits of the last position of ``sequence`` (one document, causal)."""
     tokens = torch.tensor([sequence], device=table.device)
     return model(tokens, table[tokens]).logits[:, -1].float()
-
-
-def _open_span(grammar: ModalityGrammar, prompt: Sequence[int]) -> List[int]:
-    """The prompt's open span with its begin marker (what the unconditional prompt keeps), or nothing."""
-    opened = grammar.open_span(prompt)
-    return list(prompt[len(prompt) - 1 - opened[1]:]) if opened is not None else []

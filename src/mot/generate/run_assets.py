@@ -10,6 +10,7 @@ from ..data.settings import Corpus, open_corpus
 from ..model.transformer import MoTModel
 from ..runs.model import load_run_model
 from ..runs.recipe import TrainConfig
+from ..runs.resolve import check_tokenizers
 from .logits import GenerationError
 
 
@@ -23,9 +24,7 @@ def load_generation_run(run_dir: str | Path, settings: Sequence[str], purpose: s
         raise GenerationError(f"{run_dir} was trained in the {config.data.setting} setting; {purpose} needs a run "
                               f"of the {' or '.join(settings)} setting")
     corpus = open_corpus(config.data.corpus)
-    for name, fingerprint in config.data.tokenizers.items():
-        if corpus.fingerprints().get(name) != fingerprint:
-            raise GenerationError(f"{config.data.corpus}'s {name} tokenizer is not the one {run_dir} was trained with")
+    check_tokenizers(config, corpus)
     return config, model, corpus
 
 

@@ -24,7 +24,7 @@ def resolve_recipe(config: TrainConfig) -> Tuple[TrainConfig, Corpus]:
     """``(the recipe with its final model, its corpus)``; raises :class:`ConfigError` or
     :class:`CorpusError` naming what the corpus lacks or the recipe gets wrong."""
     corpus = open_corpus(config.data.corpus)
-    _check_tokenizers(config, corpus)
+    check_tokenizers(config, corpus)
     setting = config.data.setting
     layout = corpus.layout(setting)
     config = resolve_model(config, layout.vocab_size, layout.modalities, corpus.latent_channels)
@@ -80,7 +80,8 @@ def resolve_for_dry_run(config: TrainConfig, log: Callable[[str], None] = print)
     return resolve_model(config)
 
 
-def _check_tokenizers(config: TrainConfig, corpus: Corpus) -> None:
+def check_tokenizers(config: TrainConfig, corpus: Corpus) -> None:
+    """Raise unless ``corpus`` was tokenized with every tokenizer the recipe names (by fingerprint)."""
     expected, actual = config.data.tokenizers, corpus.fingerprints()
     for name, fingerprint in expected.items():
         if actual.get(name) != fingerprint:
