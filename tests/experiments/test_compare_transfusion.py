@@ -61,15 +61,32 @@ def test_a_comparison_that_is_not_flops_matched_reports_the_ratio(small_corpus, 
     assert not (report / "samples.png").exists()
 
 
+def test_ddpm_and_flow_side_by_side_each_sample_with_their_own_method(small_corpus, tmp_path):
+    flow = {"ddpm": ["architecture=dense"], "flow": ["architecture=dense", "diffusion.objective=flow"]}
+    config = experiment(small_corpus, tmp_path, architectures=flow, reference="ddpm",
+                        samples=SamplesConfig(prompts=["a red circle"], steps=2, per_prompt=1, captions=0, scored=0))
+    report = run_compare(config, log=lambda _: None)
+    samples = json.loads((report / "results.json").read_text())["samples"]
+    assert samples["methods"] == {"ddpm": "ddpm", "flow": "euler"}
+    assert "2 steps (ddpm: DDPM, flow: EULER)" in (report / "report.md").read_text()
+
+
 def test_bad_sample_settings_fail_before_any_training(small_corpus, tmp_path):
-    with pytest.raises(ConfigError, match="samples: method='euler'"):
-        experiment(small_corpus, tmp_path, samples=SamplesConfig(method="euler"))
+    with pytest.raises(ConfigError, match="samples: method='rk4'"):
+        experiment(small_corpus, tmp_path, samples=SamplesConfig(method="rk4"))
+    flow = {"ddpm": ["architecture=dense"], "flow": ["architecture=dense", "diffusion.objective=flow"]}
+    config = experiment(small_corpus, tmp_path, architectures=flow, reference="ddpm",
+                        samples=SamplesConfig(method="ddim"))
+    with pytest.raises(ConfigError, match="samples.method for architectures.flow: method 'ddim' does not sample a "
+                                          "flow model"):
+        architecture_recipes(config)
     with pytest.raises(ConfigError, match="samples.per_prompt=-1"):
         experiment(small_corpus, tmp_path, samples=SamplesConfig(per_prompt=-1))
 
 
 @pytest.mark.parametrize("name, matched", [("transfusion", True), ("transfusion-half-flops", False),
-                                           ("transfusion-linear", True), ("transfusion-linear-long", True)])
+                                           ("transfusion-linear", True), ("transfusion-linear-long", True),
+                                           ("transfusion-flow", True)])
 def test_the_shipped_transfusion_experiments(name, matched):
     config = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
     config = replace(config, recipe=str(ROOT / config.recipe))

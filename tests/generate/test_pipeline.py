@@ -11,7 +11,7 @@ from mot.generate.logits import GenerationError
 from mot.generate.transfusion import ImageSampling
 from mot.train.trainer import Trainer
 
-from tests.helpers import small_recipe
+from tests.helpers import small_recipe, small_transfusion_recipe
 
 
 def test_the_pipeline_draws_images_and_captions_them(transfusion_run):
@@ -33,6 +33,23 @@ def test_mot_generate_writes_pngs_and_prints_captions(transfusion_run, tmp_path,
     Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8)).save(image)  # resized to the VAE's 32x32
     assert main(["generate", str(transfusion_run), "--caption", str(image)]) == 0
     assert f"{image}: " in capsys.readouterr().out
+
+
+def test_a_flow_run_samples_with_euler_or_heun_and_refuses_ddpm(small_corpus, tmp_path, capsys):
+    Trainer(small_transfusion_recipe(small_corpus, tmp_path, steps=1, checkpoint_every=1, name="flow",
+                                     **{"diffusion.objective": "flow"}), log=lambda _: None).train()
+    pipeline = TransfusionPipeline.from_run(tmp_path / "flow", log=lambda _: None)
+    assert pipeline.sampler.objective == "flow"
+    euler, heun = (pipeline.text_to_image(["a red circle"], ImageSampling(steps=3, method=m, seed=1))
+                   for m in ("euler", "heun"))
+    assert euler.shape == heun.shape == (1, 32, 32, 3) and not np.array_equal(euler, heun)
+    assert np.array_equal(euler, pipeline.text_to_image(["a red circle"], ImageSampling(steps=3, seed=1)))  # default
+    out = tmp_path / "samples"
+    assert main(["generate", str(tmp_path / "flow"), "--prompt", "a red circle", "--method", "heun",
+                 "--denoising-steps", "2", "--out", str(out)]) == 0
+    assert "2 heun steps" in capsys.readouterr().out and (out / "sample-000.png").is_file()
+    assert main(["generate", str(tmp_path / "flow"), "--prompt", "a red circle", "--method", "ddpm"]) == 2
+    assert "does not sample a flow model: use one of ['euler', 'heun']" in capsys.readouterr().err
 
 
 def test_runs_and_files_it_cannot_use_are_clear_errors(small_corpus, transfusion_run, tmp_path, capsys):

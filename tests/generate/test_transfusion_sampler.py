@@ -14,23 +14,24 @@ TEXT = LAYOUT.id_range("text")[0]
 LATENT = (4, 4, 4)  # 2x2 patches: 4 image positions
 
 
-def sampler(backend="sdpa", towers=None, seed=0):
+def sampler(backend="sdpa", towers=None, seed=0, objective="ddpm"):
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=LAYOUT.vocab_size, d_model=32, n_layers=2, n_heads=4, max_seq_len=64,
                          modalities=["text", "image"], attention_backend=backend,
                          latent=dict(modality="image", channels=4, patch_size=2, encoder="unet",
                                      unet_channels=[8, 16], timestep_features=16),
                          **({"towers": towers} if towers else {}))
-    return TransfusionSampler(build_model(config).eval(), LAYOUT, LATENT, train_steps=50)
+    return TransfusionSampler(build_model(config).eval(), LAYOUT, LATENT, train_steps=50, objective=objective)
 
 
 CAPTIONS = [[TEXT + 1, TEXT + 7, TEXT + 3], [TEXT + 5]]  # different lengths: left padded
 
 
-@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+@pytest.mark.parametrize("objective, method", [("ddpm", "ddpm"), ("ddpm", "ddim"), ("flow", "euler"),
+                                               ("flow", "heun")])
 @pytest.mark.parametrize("towers", [None, {"text": "shared", "image": "shared"}])
-def test_the_cached_prompt_gives_what_recomputing_it_each_step_gives(method, towers):
-    s = sampler(towers=towers)
+def test_the_cached_prompt_gives_what_recomputing_it_each_step_gives(objective, method, towers):
+    s = sampler(towers=towers, objective=objective)
     sampling = ImageSampling(steps=6, method=method, cfg_scale=2.5, seed=3)
     cached = s.text_to_image(CAPTIONS, sampling)
     full = s.text_to_image(CAPTIONS, sampling, reuse_prompt=False)
@@ -111,8 +112,10 @@ def test_captions_are_text_ids_and_decoding_with_the_cache_matches_the_whole_seq
 
 def test_bad_sampling_arguments_are_clear_errors():
     s = sampler()
-    with pytest.raises(SamplingError, match="method='euler'"):
-        ImageSampling(method="euler")
+    with pytest.raises(SamplingError, match="method='rk4'"):
+        ImageSampling(method="rk4")
+    with pytest.raises(SamplingError, match=r"method='euler'.*does not sample a ddpm model.*'ddpm', 'ddim'"):
+        s.text_to_image(CAPTIONS, ImageSampling(steps=2, method="euler"))
     with pytest.raises(SamplingError, match="steps=0"):
         ImageSampling(steps=0)
     with pytest.raises(SamplingError, match="cfg_scale"):
@@ -120,11 +123,13 @@ def test_bad_sampling_arguments_are_clear_errors():
     with pytest.raises(SamplingError, match="clip_latents=0"):
         ImageSampling(clip_latents=0)
     with pytest.raises(SamplingError, match="not a text token"):
-        s.text_to_image([[LAYOUT.special("<boi>")]])
+        s.text_to_image([[LAYOUT.special("<boi>")]], ImageSampling(steps=2))
     with pytest.raises(SamplingError, match="at most"):
-        s.text_to_image([[TEXT] * 80])
+        s.text_to_image([[TEXT] * 80], ImageSampling(steps=2))
     with pytest.raises(SamplingError, match="captions is empty"):
-        s.text_to_image([])
+        s.text_to_image([], ImageSampling(steps=2))
+    with pytest.raises(SamplingError, match="steps=250: more than the 50"):
+        s.text_to_image(CAPTIONS)
     with pytest.raises(SamplingError, match=r"latents must have shape \[images, 4, 4, 4\]"):
         s.image_to_text(torch.randn(2, 4, 8, 8))
     no_latent = build_model(ModelConfig(vocab_size=LAYOUT.vocab_size, d_model=32, n_layers=1, n_heads=4,

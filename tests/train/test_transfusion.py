@@ -42,7 +42,7 @@ def test_the_loss_is_lm_plus_weight_times_the_mean_per_image_diffusion_loss(smal
     # image i's prediction is off by i+1 everywhere: its squared error is (i+1)^2 whatever its size
     offsets = torch.arange(1, images + 1, dtype=torch.float32)[:, None, None, None]
     output = ModelOutput(logits, logits, latent_prediction=noise + offsets)
-    extra = type("Noised", (), {"noise": noise})()
+    extra = type("Noised", (), {"target": noise})()
     loss = objective.loss(output, batch, extra)
     per_image = (offsets.flatten() ** 2)
     lm_positions = int((batch.targets != IGNORE).sum())
@@ -82,12 +82,30 @@ def test_timesteps_come_from_keyed_generators_and_captioned_images_are_capped():
     assert every.max() <= 100
 
 
-def test_a_resumed_transfusion_run_continues_bit_for_bit(small_corpus, tmp_path):
-    straight = Trainer(small_transfusion_recipe(small_corpus, tmp_path / "a"), log=quiet)
+def test_flow_noises_along_the_straight_line_and_targets_the_velocity(small_corpus):
+    batch = a_batch(small_corpus)
+    flow = TransfusionObjective(["text", "image"], "image", DiffusionConfig(objective="flow", train_steps=100), 0, 0)
+    ddpm = TransfusionObjective(["text", "image"], "image", DiffusionConfig(train_steps=100), 0, 0)
+    key = (0, 4, 0, 0)
+    inputs, noised = flow.model_inputs(batch, key)
+    _, noised_ddpm = ddpm.model_inputs(batch, key)
+    noise = noised_ddpm.target  # the same keyed draws: DDPM's target is the noise itself
+    assert torch.equal(noised.timesteps, noised_ddpm.timesteps)
+    s = (noised.timesteps.double() + 1)[:, None, None, None] / 100
+    torch.testing.assert_close(noised.noisy, ((1 - s) * batch.latents + s * noise).float())
+    torch.testing.assert_close(noised.target, noise - batch.latents)
+    assert inputs["latents"] is noised.noisy
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "flow"])
+def test_a_resumed_transfusion_run_continues_bit_for_bit(small_corpus, tmp_path, objective):
+    def recipe(directory, **overrides):
+        return small_transfusion_recipe(small_corpus, directory, **{"diffusion.objective": objective}, **overrides)
+    straight = Trainer(recipe(tmp_path / "a"), log=quiet)
     straight.train()
-    first = Trainer(small_transfusion_recipe(small_corpus, tmp_path / "b", steps=3), log=quiet)
+    first = Trainer(recipe(tmp_path / "b", steps=3), log=quiet)
     first.train()
-    resumed = Trainer(small_transfusion_recipe(small_corpus, tmp_path / "b"), log=quiet)
+    resumed = Trainer(recipe(tmp_path / "b"), log=quiet)
     assert resumed.step == 3
     resumed.train()
     run_a, run_b = tmp_path / "a" / "transfusion", tmp_path / "b" / "transfusion"
@@ -120,6 +138,8 @@ def test_recipes_check_the_diffusion_settings_and_the_latent_path():
         load_recipe(None, ["diffusion.noise_cap_timestep=1000"])
     with pytest.raises(ConfigError, match="diffusion.valid_timesteps"):
         load_recipe(None, ["diffusion.valid_timesteps=[]"])
+    with pytest.raises(ConfigError, match="diffusion.objective='score': must be one of ddpm, flow"):
+        load_recipe(None, ["diffusion.objective=score"])
     with pytest.raises(ConfigError, match="transfusion setting, not chameleon"):
         resolve_model(load_recipe(None, ["model.latent.modality=image"]), 100, ["text", "image"])
     with pytest.raises(ConfigError, match="needs model.latent.modality=image"):

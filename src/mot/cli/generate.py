@@ -36,7 +36,8 @@ def add_parser(verbs) -> None:
     diffusion = generate.add_argument_group("transfusion runs (diffusion)")
     diffusion.add_argument("--denoising-steps", type=positive_int, default=250, metavar="N",
                            help="denoising steps per image (default 250)")
-    diffusion.add_argument("--method", default="ddpm", help="ddpm (default) or ddim")
+    diffusion.add_argument("--method", default=None,
+                           help="ddpm (default) or ddim for a DDPM run; euler (default) or heun for a flow run")
     codes = generate.add_argument_group("chameleon runs (image codes decoded one by one)")
     codes.add_argument("--image-temperature", type=float, default=1.0,
                        help="image codes' and speech units' temperature (default 1)")
@@ -68,6 +69,8 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
     transfusion = isinstance(pipeline, TransfusionPipeline)
     if (args.continuations or args.speak or args.transcribe) and transfusion:  # before anything is written
         raise ConfigError("--continue, --speak and --transcribe need a run of the chameleon settings")
+    if transfusion:
+        diffusion.method = pipeline.sampler.sampling_method(args.method)
     if (args.speak or args.transcribe) and not pipeline.has_speech:
         raise ConfigError("--speak and --transcribe need a run of the chameleon_speech setting")
     if args.prompt:
@@ -75,7 +78,7 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
         images = (pipeline.text_to_image(prompts, diffusion, log=console.out) if transfusion else
                   pipeline.text_to_image(prompts, codes, guidance=args.cfg_scale, log=console.out))
         grid = write_samples(images, args.prompt, args.per_prompt, args.out, Path(args.run_dir).name)
-        how = f"{args.denoising_steps} {args.method} steps" if transfusion else f"image temperature {args.image_temperature}"
+        how = f"{args.denoising_steps} {diffusion.method} steps" if transfusion else f"image temperature {args.image_temperature}"
         console.out(f"wrote {len(images)} images and {grid} ({how}, guidance {args.cfg_scale}, seed {args.seed})")
     if args.caption:
         size = pipeline.vae.config.image_size if transfusion else pipeline.vq.config.image_size

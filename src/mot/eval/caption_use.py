@@ -1,7 +1,8 @@
 """Does a Transfusion model's image denoiser read its caption, and does it need the transformer?
 
 For clean validation latents with their captions, noised at a fixed grid of timesteps with noise
-fixed per image, the mean squared error of the predicted noise when the prompt is:
+fixed per image, the mean squared error of the predicted noise (or velocity, for a flow run) when
+the prompt is:
 
 * ``caption``: the image's own caption;
 * ``other``: another scene's caption (the captions rolled by one);
@@ -25,7 +26,7 @@ import torch
 
 from ..config import ConfigError
 from ..generate.transfusion import SamplingError, TransfusionSampler
-from ..objectives.diffusion_schedule import DiffusionScheduler
+from ..objectives.schedulers import make_scheduler
 
 CONDITIONS = ("caption", "other", "none", "bypass")
 TIMESTEPS = (100, 300, 500, 700, 900)
@@ -53,7 +54,7 @@ def caption_use(sampler: TransfusionSampler, latents: torch.Tensor, captions: Se
     if len(latents) != len(captions) or len(captions) < 2:
         raise SamplingError(f"caption_use needs at least 2 images with a caption each, got {len(latents)} "
                             f"latents and {len(captions)} captions")
-    scheduler = DiffusionScheduler(sampler.train_steps, sampler.schedule)
+    scheduler = make_scheduler(sampler.objective, sampler.train_steps, sampler.schedule)
     for t in timesteps:
         if not 0 <= int(t) < sampler.train_steps:
             raise SamplingError(f"timestep {t} is outside [0, {sampler.train_steps})")
@@ -66,13 +67,14 @@ def caption_use(sampler: TransfusionSampler, latents: torch.Tensor, captions: Se
     errors: Dict[str, Dict[int, float]] = {name: {} for name in CONDITIONS}
     for noise_t, t in zip(noise, timesteps):
         x_t = scheduler.add_noise(latents, noise_t, int(t))
+        target = scheduler.target(latents, noise_t)
         for name in CONDITIONS:
             if name == "bypass":
                 with transformer_output_zeroed(sampler.model):
-                    eps = denoisers["caption"](x_t, int(t))
+                    prediction = denoisers["caption"](x_t, int(t))
             else:
-                eps = denoisers[name](x_t, int(t))
-            errors[name][int(t)] = float(torch.mean((eps.float() - noise_t) ** 2))
+                prediction = denoisers[name](x_t, int(t))
+            errors[name][int(t)] = float(torch.mean((prediction.float() - target) ** 2))
     return errors
 
 

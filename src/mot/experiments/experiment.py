@@ -42,9 +42,10 @@ class SamplesConfig:
     captions it writes for their images, scored by the attributes they show or name."""
 
     prompts: List[str] = field(default_factory=list)
-    #: denoising steps and method (the paper: 250 DDPM steps)
+    #: denoising steps and method (the paper: 250 DDPM steps); no method: each run's objective's
+    #: default (ddpm for DDPM runs, euler for flow runs)
     steps: int = 250
-    method: str = "ddpm"
+    method: Optional[str] = None
     cfg_scale: float = 3.0
     seed: int = 0
     #: images of each prompt (one column per prompt, ``per_prompt`` rows per architecture)
@@ -126,5 +127,18 @@ def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = 
             if getattr(recipe, name) != getattr(base, name):
                 raise ConfigError(f"architectures.{label} changes {name}; an experiment compares architectures "
                                   f"under identical data, schedule and seed")
+        _check_sampling_method(experiment.samples, label, recipe)
         recipes[label] = recipe
     return recipes
+
+
+def _check_sampling_method(samples: SamplesConfig, label: str, recipe: TrainConfig) -> None:
+    """A sampling method that cannot sample an architecture's objective fails before any training."""
+    if recipe.data.setting != "transfusion" or samples.method is None:
+        return
+    from ..objectives.schedulers import sampling_method
+
+    try:
+        sampling_method(recipe.diffusion.objective, samples.method)
+    except ValueError as error:
+        raise ConfigError(f"samples.method for architectures.{label}: {error}") from None

@@ -102,9 +102,12 @@ def _samples_markdown(samples: Optional[dict]) -> str:
     if not samples:
         return ""
     sampling = samples["sampling"]
+    methods = samples.get("methods") or {"": sampling["method"]}
+    how = (f"{sampling['steps']} {next(iter(methods.values())).upper()} steps" if len(set(methods.values())) == 1
+           else f"{sampling['steps']} steps (" + ", ".join(f"{label}: {m.upper()}" for label, m in methods.items()) + ")")
     lines = ["", "## Samples", "",
-             f"{sampling['steps']} {sampling['method'].upper()} steps, classifier-free guidance "
-             f"{sampling['cfg_scale']}, seed {sampling['seed']}: every architecture starts from the same noise."]
+             f"{how}, classifier-free guidance {sampling['cfg_scale']}, seed {sampling['seed']}: every architecture "
+             "starts from the same noise."]
     if samples.get("grid"):
         lines += ["", f"![samples]({samples['grid']})"]
     scores = samples.get("scores") or {}
@@ -153,8 +156,8 @@ def _markdown(experiment, results, matching, plots, variant) -> str:
              f"{environment.get('cpu_count', '?')} CPUs, torch {environment.get('torch', '?')}, "
              f"git {environment.get('git_revision', '?')}."
              + ("" if experiment.flops_matched else " The architectures' FLOPs per token differ (not FLOPs-matched).")
-             + (" Image losses are the diffusion loss (mean squared error of the predicted noise, "
-                "per image); text losses are nats per token." if reference.get("setting") == "transfusion" else ""),
+             + (" Image losses are the diffusion loss (mean squared error of the predicted noise, or velocity for "
+                "flow runs, per image); text losses are nats per token." if reference.get("setting") == "transfusion" else ""),
              "",
              "| architecture | parameters | active | training FLOPs/token | vs reference | training time | "
              + " | ".join(f"final train {m}" for m in modalities)

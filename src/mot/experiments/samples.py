@@ -34,12 +34,15 @@ def draw_samples(pipelines: Dict[str, TransfusionPipeline], samples: SamplesConf
                  directory: Path, log: Callable[[str], None] = print) -> dict:
     """Write the sample grid to ``directory``; return what the report shows (see the module docstring)."""
     sampling = ImageSampling(samples.steps, samples.method, samples.cfg_scale, seed=samples.seed)
-    result = {"prompts": list(samples.prompts), "sampling": vars(sampling), "captions": [], "scores": {}}
+    # each run's sampler (its objective's default when none is set), checked before any is drawn
+    methods = {label: pipeline.sampler.sampling_method(samples.method) for label, pipeline in pipelines.items()}
+    result = {"prompts": list(samples.prompts), "sampling": vars(sampling), "methods": methods, "captions": [],
+              "scores": {}}
     prompts = [p for p in samples.prompts for _ in range(samples.per_prompt)]
     if prompts:
         images = {}
         for label, pipeline in pipelines.items():
-            log(f"samples: {label} draws {len(prompts)} images ({samples.steps} {samples.method} steps, "
+            log(f"samples: {label} draws {len(prompts)} images ({samples.steps} {methods[label]} steps, "
                 f"guidance {samples.cfg_scale})")
             images[label] = pipeline.text_to_image(prompts, sampling, log=log)
         result["grid"] = sample_grid(images, samples.prompts, samples.per_prompt, directory / GRID_FILE)

@@ -22,10 +22,11 @@ class TransfusionPipeline:
     """``text_to_image(prompts)`` -> ``uint8 [N, S, S, 3]``; ``image_to_text(images)`` -> captions."""
 
     def __init__(self, model: MoTModel, layout: VocabLayout, text: BPETokenizer, vae: ImageVAE,
-                 train_steps: int = 1000, schedule: str = "cosine", corpus_dir: Optional[Path] = None):
+                 train_steps: int = 1000, schedule: str = "cosine", corpus_dir: Optional[Path] = None,
+                 objective: str = "ddpm"):
         self.text, self.vae, self.layout = text, vae, layout
         self.corpus_dir = corpus_dir  # the prepared corpus the tokenizers come from, when known
-        self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule)
+        self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule, objective)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, log=print) -> "TransfusionPipeline":
@@ -36,8 +37,9 @@ class TransfusionPipeline:
         vae = ImageVAE.load(tokenizer_directory(corpus, "image_vae", "diffusion")).eval()
         if tuple(vae.config.latent_shape) != latent_shape_of(corpus.manifest):
             raise SamplingError(f"{corpus.directory}: the VAE's latents {vae.config.latent_shape} are not the shards'")
-        return cls(model, corpus.layout("transfusion"), text, vae, config.diffusion.train_steps,
-                   config.diffusion.schedule, corpus.directory)
+        diffusion = config.diffusion
+        return cls(model, corpus.layout("transfusion"), text, vae, diffusion.train_steps, diffusion.schedule,
+                   corpus.directory, diffusion.objective)
 
     def encode_text(self, prompt: str) -> List[int]:
         return self.layout.to_global("text", np.array(self.text.encode(prompt), dtype=np.int64)).tolist()

@@ -1,7 +1,9 @@
 """Sampling from a Transfusion-setting model: text -> image by denoising, image -> text by decoding.
 
-The model is the denoiser, :class:`~mot.objectives.diffusion_schedule.DiffusionScheduler` the
-update rule; this module is the loop between them (the diffusers split: scheduler, denoiser,
+The model is the denoiser; the run's ``diffusion.objective`` picks the update rule,
+:class:`~mot.objectives.diffusion_schedule.DiffusionScheduler` (DDPM/DDIM) or
+:class:`~mot.objectives.flow_schedule.FlowScheduler` (rectified flow, Euler/Heun), and
+:mod:`.denoising_loop` calls them in turn (the diffusers split: scheduler, denoiser,
 pipeline). Everything here works on unified token ids and latents; :mod:`.pipeline` adds the
 text tokenizer and the VAE.
 
@@ -13,7 +15,7 @@ denoising step runs the model over the ``P + 1`` image positions alone (``reuse_
 default; ``False`` recomputes the whole sequence each step, the readable reference the tests
 compare it with). Classifier-free guidance runs the unconditional prompt ``<bos> <boi>`` (the
 caption dropped, as caption dropout trains it) in the same batch and mixes the two predictions,
-``eps = eps_uncond + scale * (eps_cond - eps_uncond)``.
+``eps = eps_uncond + scale * (eps_cond - eps_uncond)`` (likewise the velocities of a flow model).
 
 Prompts of different lengths share a batch by left padding: padding is its own document (id 0,
 the prompt's is 1), so no real position attends to it, and positions count from each prompt's
@@ -34,9 +36,10 @@ import torch
 from ..config import check_number
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
-from ..objectives.diffusion_schedule import METHODS, DiffusionScheduler
-from ..progress import progress
+from ..objectives.diffusion_schedule import ScheduleError
+from ..objectives.schedulers import ALL_METHODS, make_scheduler, sampling_method
 from .decoding import Decoder, Request
+from .denoising_loop import denoise as denoise_loop
 from .logits import GenerationError, Sampling
 from .modality_state import SpanRules
 from ..tokenizers.vocab import VocabLayout
@@ -66,6 +69,8 @@ def check_temperature(temperature) -> None:
 class ImageSampling:
     """How to denoise: ``steps`` of ``method`` (the paper samples with 250 DDPM steps), guidance
     ``cfg_scale`` (1: none), ``eta`` for DDIM, and the ``seed`` of the initial noise and DDPM's.
+    ``method`` must sample the run's objective: ``ddpm`` or ``ddim`` for DDPM runs, ``euler`` or
+    ``heun`` for flow runs; ``None`` is the objective's first (``ddpm``, ``euler``).
 
     ``clip_latents``: each step's ``x0_hat`` is clamped to ``[-clip, clip]`` (``None``: never). The
     cosine schedule's noisiest level has ``abar = 2.4e-9``, where ``x0_hat = (x_t - sqrt(1 - abar)
@@ -75,7 +80,7 @@ class ImageSampling:
     """
 
     steps: int = 250
-    method: str = "ddpm"
+    method: Optional[str] = None
     cfg_scale: float = 3.0
     eta: float = 0.0
     seed: int = 0
@@ -84,8 +89,8 @@ class ImageSampling:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise SamplingError(f"steps={self.steps!r}: must be an integer >= 1")
-        if self.method not in METHODS:
-            raise SamplingError(f"method={self.method!r}: must be one of {list(METHODS)}")
+        if self.method is not None and self.method not in ALL_METHODS:
+            raise SamplingError(f"method={self.method!r}: must be one of {list(ALL_METHODS)}")
         check_number("cfg_scale", self.cfg_scale, "must be a finite number >= 0", lambda v: v >= 0, SamplingError)
         check_number("eta", self.eta, "must be a finite number >= 0", lambda v: v >= 0, SamplingError)
         if self.clip_latents is not None:
@@ -112,12 +117,12 @@ class _Rows:
 class TransfusionSampler:
     """Generation with ``model`` (a Transfusion-setting :class:`MoTModel`) over ``layout``.
 
-    ``latent_shape`` is the VAE latent ``(C, h, w)``; ``train_steps`` and ``schedule`` must be the
-    diffusion settings the model was trained with.
+    ``latent_shape`` is the VAE latent ``(C, h, w)``; ``train_steps``, ``schedule`` and ``objective``
+    (ddpm or flow) must be the diffusion settings the model was trained with.
     """
 
     def __init__(self, model: MoTModel, layout: VocabLayout, latent_shape: Sequence[int],
-                 train_steps: int = 1000, schedule: str = "cosine"):
+                 train_steps: int = 1000, schedule: str = "cosine", objective: str = "ddpm"):
         latent = model.config.latent
         if not latent.enabled:
             raise SamplingError("the model has no continuous image path (model.latent.modality is empty)")
@@ -126,7 +131,7 @@ class TransfusionSampler:
             raise SamplingError(f"latent_shape={tuple(latent_shape)}: expected ({latent.channels}, height, width)")
         self.model, self.layout = model, layout
         self.latent_shape = tuple(int(s) for s in latent_shape)
-        self.train_steps, self.schedule = train_steps, schedule
+        self.train_steps, self.schedule, self.objective = train_steps, schedule, objective
         self.text, self.image = (layout.modalities.index(m) for m in (layout.modalities[0], latent.modality))
         self.boi, self.eoi = layout.markers(latent.modality)
         self.placeholder = layout.id_range(latent.modality)[0]
@@ -143,34 +148,42 @@ class TransfusionSampler:
     def text_to_image(self, captions: Sequence[Sequence[int]], sampling: ImageSampling = ImageSampling(),
                       reuse_prompt: bool = True, log: Optional[Callable[[str], None]] = None) -> torch.Tensor:
         """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials); with
-        ``log``, the denoising steps' progress (a bar on a terminal, else a line every 30 s)."""
-        guided = sampling.cfg_scale != 1.0
-        # With guidance the unconditional prompts (empty captions) run in the same batch.
-        denoise = self.denoiser(list(captions) + ([[]] * len(captions) if guided else []), reuse_prompt)
+        ``log``, the denoising steps' progress (a bar on a terminal, else a line every 30 s).
+        Heun's method calls the model twice per step (not on the last; :mod:`.denoising_loop`)."""
         if sampling.steps > self.train_steps:  # the scheduler's own error would not name the argument
             raise SamplingError(f"steps={sampling.steps}: more than the {self.train_steps} diffusion steps the "
                                 f"model was trained with")
-        scheduler = DiffusionScheduler(self.train_steps, self.schedule, method=sampling.method, eta=sampling.eta,
-                                       clip_sample=sampling.clip_latents)
+        scheduler = make_scheduler(self.objective, self.train_steps, self.schedule, self.sampling_method(sampling.method),
+                                   sampling.eta, sampling.clip_latents)
         scheduler.set_timesteps(sampling.steps)
+        guided = sampling.cfg_scale != 1.0
+        # With guidance the unconditional prompts (empty captions) run in the same batch.
+        model = self.denoiser(list(captions) + ([[]] * len(captions) if guided else []), reuse_prompt)
+
+        def guided_prediction(x: torch.Tensor, timestep: int) -> torch.Tensor:
+            if not guided:
+                return model(x, timestep)
+            conditional, unconditional = model(torch.cat([x, x]), timestep).chunk(2)
+            return unconditional + sampling.cfg_scale * (conditional - unconditional)
+
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         x = torch.randn((len(captions), *self.latent_shape), generator=generator, device=self.device)
-        timesteps = scheduler.timesteps.tolist()
-        if log is not None:
-            timesteps = progress(timesteps, f"denoising {len(captions)} images", unit="steps", log=log)
-        for timestep in timesteps:
-            eps = denoise(torch.cat([x, x]) if guided else x, timestep)
-            if guided:
-                conditional, unconditional = eps.chunk(2)
-                eps = unconditional + sampling.cfg_scale * (conditional - unconditional)
-            x = scheduler.step(eps, timestep, x, generator=generator)
-        return x
+        return denoise_loop(scheduler, guided_prediction, x, generator, log, f"{len(captions)} images")
+
+    def sampling_method(self, method: Optional[str]) -> str:
+        """``method`` if it samples the model's objective (``None``: the objective's default), else a
+        :class:`SamplingError` naming the methods that do."""
+        try:
+            return sampling_method(self.objective, method)
+        except ScheduleError as error:
+            raise SamplingError(f"method={method!r}: {error}") from None
 
     @torch.no_grad()
     def denoiser(self, captions: Sequence[Sequence[int]], reuse_prompt: bool = True
                  ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """The model's noise prediction for an image after each of ``captions`` (unified text ids; an
-        empty caption is the unconditional prompt ``<bos> <boi>``): ``eps = denoise(x_t, t)`` with
+        """The model's prediction (noise, or velocity for flow) for an image after each of ``captions``
+        (unified text ids; an empty caption is the unconditional prompt ``<bos> <boi>``):
+        ``eps = denoise(x_t, t)`` with
         ``x_t`` ``[len(captions), C, h, w]``. The prompts are computed once here when ``reuse_prompt``."""
         if not captions:
             raise SamplingError("captions is empty: give at least one prompt")

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .diffusion_schedule import DiffusionScheduler
+from .schedulers import NoiseScheduler
 
 
 def generator_for(key: Sequence[int], device: torch.device | str = "cpu") -> torch.Generator:
@@ -25,10 +25,11 @@ def generator_for(key: Sequence[int], device: torch.device | str = "cpu") -> tor
 
 @dataclass
 class NoisedLatents:
-    """Latents ``x_t`` at ``timesteps [N]`` and the ``noise [N, C, H, W]`` that made them."""
+    """Latents ``x_t`` at ``timesteps [N]`` and what the denoiser should predict from them,
+    ``target [N, C, H, W]`` (the noise for DDPM, the velocity for flow)."""
 
     noisy: torch.Tensor
-    noise: torch.Tensor
+    target: torch.Tensor
     timesteps: torch.Tensor
 
 
@@ -50,19 +51,19 @@ def draw_timesteps(count: int, train_steps: int, generator: torch.Generator,
     return uniform
 
 
-def noise_latents(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: DiffusionScheduler,
+def noise_latents(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: NoiseScheduler,
                   generator: torch.Generator) -> NoisedLatents:
     """Draw ``eps ~ N(0, I)`` like ``latents`` (with ``generator``, on its device) and noise them to
     ``timesteps [N]`` (given on the CPU: the scheduler's tables live there, so no host sync)."""
     noise = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=torch.float32)
     noise = noise.to(latents.device)
     noisy = scheduler.add_noise(latents.float(), noise, timesteps)
-    return NoisedLatents(noisy, noise, timesteps.to(latents.device))
+    return NoisedLatents(noisy, scheduler.target(latents.float(), noise), timesteps.to(latents.device))
 
 
-def diffusion_loss_per_image(prediction: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``[N]`` fp32: the mean squared error of the predicted noise over each image's latent
-    (the paper's ``L_DDPM``, "computed per image")."""
-    if prediction.shape != noise.shape:
-        raise ValueError(f"predicted noise {list(prediction.shape)} and noise {list(noise.shape)} differ in shape")
-    return (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+def diffusion_loss_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[N]`` fp32: the mean squared error of the prediction (noise or velocity) over each image's
+    latent (the paper's ``L_DDPM``, "computed per image")."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {list(prediction.shape)} and target {list(target.shape)} differ in shape")
+    return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)

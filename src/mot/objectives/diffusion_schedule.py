@@ -63,39 +63,18 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-class DiffusionScheduler:
-    """Noise schedule plus one-step DDPM/DDIM update, for an eps-predicting denoiser.
+class TimestepGrid:
+    """The integer timestep grid ``0..T-1`` shared by every noise process, and the inference
+    schedule: which levels a sampler visits (:meth:`set_timesteps`) and in what order."""
 
-    ``eta`` only matters for ``method="ddim"``. ``clip_sample``: clamp ``x0_hat`` to
-    ``[-clip_sample, clip_sample]`` in :meth:`step`; ``None`` (default) does not clip, since VAE
-    latents are roughly unit-variance but not bounded like pixels.
-    """
-
-    def __init__(self, train_steps: int = 1000, schedule: str = "cosine", method: str = "ddpm",
-                 eta: float = 0.0, clip_sample: Optional[float] = None, prediction: str = "epsilon"):
+    def __init__(self, train_steps: int):
         if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 1:
             raise ScheduleError(f"train_steps must be an int >= 1, got {train_steps!r}")
-        if schedule not in SCHEDULES:
-            raise ScheduleError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if method not in METHODS:
-            raise ScheduleError(f"method must be one of {METHODS}, got {method!r}")
-        if prediction not in PREDICTIONS:
-            raise ScheduleError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
-            raise ScheduleError(f"eta must be a finite float >= 0, got {eta!r}")
-        if clip_sample is not None and not (math.isfinite(clip_sample) and clip_sample > 0):
-            raise ScheduleError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
-        self.train_steps, self.schedule, self.method = train_steps, schedule, method
-        self.eta, self.clip_sample, self.prediction = float(eta), clip_sample, prediction
-        #: [T] float64.
-        self.betas = cosine_betas(train_steps) if schedule == "cosine" else linear_betas(train_steps)
-        #: [T] float64: abar_t, strictly decreasing from ~1 (t = 0) towards 0 (t = T - 1).
-        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
+        self.train_steps = train_steps
         #: [n] int64, descending: the inference schedule; every training step until set_timesteps.
         self.timesteps = torch.arange(train_steps - 1, -1, -1, dtype=torch.int64)
         self._prev = self._prev_map()
 
-    # ---- training -------------------------------------------------------------------------------
     def _check(self, timesteps: Timesteps) -> torch.Tensor:
         """``timesteps`` as a CPU int64 tensor, after checking it lies in ``[0, T)``."""
         t = torch.as_tensor(timesteps)
@@ -115,22 +94,6 @@ class DiffusionScheduler:
         c = table[t].to(like.device, _work_dtype(like))
         return c.reshape(c.shape + (1,) * (like.dim() - c.dim()))
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: Timesteps) -> torch.Tensor:
-        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``; x0, noise [N, ...], timesteps [N] int64
-        (one level per sample) or a single int. Returns x0's dtype."""
-        if noise.shape != x0.shape:
-            raise ScheduleError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
-        a = self._coef(self.alphas_cumprod.sqrt(), timesteps, x0)
-        b = self._coef((1 - self.alphas_cumprod).sqrt(), timesteps, x0)
-        return (a * x0.to(a.dtype) + b * noise.to(a.dtype)).to(x0.dtype)
-
-    def predict_x0(self, eps: torch.Tensor, timesteps: Timesteps, x_t: torch.Tensor) -> torch.Tensor:
-        """``x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, the inverse of :meth:`add_noise`."""
-        a = self._coef(self.alphas_cumprod.sqrt(), timesteps, x_t)
-        b = self._coef((1 - self.alphas_cumprod).sqrt(), timesteps, x_t)
-        return ((x_t.to(a.dtype) - b * eps.to(a.dtype)) / a).to(x_t.dtype)
-
-    # ---- sampling -------------------------------------------------------------------------------
     def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """Set and return ``self.timesteps``: [n] int64, descending, ``round(linspace(T-1, 0, n))``.
 
@@ -157,6 +120,63 @@ class DiffusionScheduler:
             raise ScheduleError(f"timestep {t} is not in the inference schedule set by set_timesteps")
         return self._prev[t]
 
+
+def check_clip_sample(clip_sample: Optional[float]) -> None:
+    if clip_sample is not None and not (math.isfinite(clip_sample) and clip_sample > 0):
+        raise ScheduleError(f"clip_sample must be None or a float > 0, got {clip_sample!r}")
+
+
+class DiffusionScheduler(TimestepGrid):
+    """Noise schedule plus one-step DDPM/DDIM update, for an eps-predicting denoiser.
+
+    ``eta`` only matters for ``method="ddim"``. ``clip_sample``: clamp ``x0_hat`` to
+    ``[-clip_sample, clip_sample]`` in :meth:`step`; ``None`` (default) does not clip, since VAE
+    latents are roughly unit-variance but not bounded like pixels.
+    """
+
+    objective = "ddpm"
+    methods = METHODS
+
+    def __init__(self, train_steps: int = 1000, schedule: str = "cosine", method: str = "ddpm",
+                 eta: float = 0.0, clip_sample: Optional[float] = None, prediction: str = "epsilon"):
+        super().__init__(train_steps)
+        if schedule not in SCHEDULES:
+            raise ScheduleError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if method not in METHODS:
+            raise ScheduleError(f"method must be one of {METHODS}, got {method!r}")
+        if prediction not in PREDICTIONS:
+            raise ScheduleError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
+            raise ScheduleError(f"eta must be a finite float >= 0, got {eta!r}")
+        check_clip_sample(clip_sample)
+        self.schedule, self.method = schedule, method
+        self.eta, self.clip_sample, self.prediction = float(eta), clip_sample, prediction
+        #: [T] float64.
+        self.betas = cosine_betas(train_steps) if schedule == "cosine" else linear_betas(train_steps)
+        #: [T] float64: abar_t, strictly decreasing from ~1 (t = 0) towards 0 (t = T - 1).
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
+
+    # ---- training -------------------------------------------------------------------------------
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: Timesteps) -> torch.Tensor:
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``; x0, noise [N, ...], timesteps [N] int64
+        (one level per sample) or a single int. Returns x0's dtype."""
+        if noise.shape != x0.shape:
+            raise ScheduleError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
+        a = self._coef(self.alphas_cumprod.sqrt(), timesteps, x0)
+        b = self._coef((1 - self.alphas_cumprod).sqrt(), timesteps, x0)
+        return (a * x0.to(a.dtype) + b * noise.to(a.dtype)).to(x0.dtype)
+
+    def predict_x0(self, eps: torch.Tensor, timesteps: Timesteps, x_t: torch.Tensor) -> torch.Tensor:
+        """``x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, the inverse of :meth:`add_noise`."""
+        a = self._coef(self.alphas_cumprod.sqrt(), timesteps, x_t)
+        b = self._coef((1 - self.alphas_cumprod).sqrt(), timesteps, x_t)
+        return ((x_t.to(a.dtype) - b * eps.to(a.dtype)) / a).to(x_t.dtype)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the denoiser learns to predict from ``add_noise(x0, noise, t)``: the noise ``eps``."""
+        return noise
+
+    # ---- sampling -------------------------------------------------------------------------------
     def step(self, eps: torch.Tensor, timestep: int, x_t: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``x_prev`` from ``x_t`` [N, ...] and the predicted ``eps`` (same shape) at ``timestep``.

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..config import ConfigError, ModelConfig, check_number, load_config
 from ..io import YamlError, read_yaml
+from ..objectives.schedulers import OBJECTIVES
 from ..presets import get_preset
 from .architecture import check_architecture_conflicts, given_model_fields
 from .optim_config import OptimConfig
@@ -50,9 +51,12 @@ class DataConfig:
 class DiffusionConfig:
     """The image objective of the Transfusion setting: ``loss = LM + loss_weight * diffusion``.
 
-    The diffusion loss is the mean squared error of the predicted noise, averaged over each image's
-    latent and then over images (per image, as the paper's appendix A.2 says), with a timestep drawn
-    uniformly from ``train_steps`` for every image. Captions that come before their image are
+    ``objective`` is the noise process: ``ddpm`` (the paper: the ``schedule``'s betas, the model
+    predicts the noise) or ``flow`` (rectified flow: straight paths from data to noise, the model
+    predicts the velocity; :mod:`mot.objectives.flow_schedule`). The diffusion loss is the mean
+    squared error of that prediction, averaged over each image's latent and then over images (per
+    image, as the paper's appendix A.2 says), with a timestep drawn uniformly from ``train_steps``
+    for every image. Captions that come before their image are
     dropped with probability ``caption_dropout`` so the model also learns unconditional generation
     (classifier-free guidance). An image followed by its caption gets a timestep of at most
     ``noise_cap_timestep`` in a ``noise_cap_fraction`` of cases, so captioning learns from nearly
@@ -61,8 +65,10 @@ class DiffusionConfig:
     """
 
     loss_weight: float = 5.0
+    #: ddpm (noise prediction) or flow (rectified flow, velocity prediction)
+    objective: str = "ddpm"
     train_steps: int = 1000
-    #: cosine (Nichol & Dhariwal) or linear
+    #: cosine (Nichol & Dhariwal) or linear (ddpm only)
     schedule: str = "cosine"
     caption_dropout: float = 0.1
     noise_cap_fraction: float = 0.8
@@ -159,6 +165,8 @@ def _validate_diffusion(d: DiffusionConfig) -> None:
     if isinstance(d.train_steps, bool) or not isinstance(d.train_steps, int) or d.train_steps < 2:
         raise ConfigError(f"diffusion.train_steps={d.train_steps!r}: must be an integer of at least 2")
     check_number("diffusion.loss_weight", d.loss_weight, "must be a number >= 0", lambda v: v >= 0)
+    if d.objective not in OBJECTIVES:
+        raise ConfigError(f"diffusion.objective={d.objective!r}: must be one of {', '.join(OBJECTIVES)}")
     if d.schedule not in ("cosine", "linear"):
         raise ConfigError(f"diffusion.schedule={d.schedule!r}: must be cosine or linear")
     for name in ("caption_dropout", "noise_cap_fraction"):

@@ -4,7 +4,8 @@
   trained position, normalised by the number of trained positions of the whole global batch.
 * :class:`TransfusionObjective`: ``LM + loss_weight * diffusion``. The LM term is normalised by the
   global number of next-token positions, the diffusion term (the mean squared error of the
-  predicted noise, one value per image) by the global number of images.
+  predicted noise, or velocity for ``diffusion.objective=flow``, one value per image) by the global
+  number of images.
 
 Per-modality sums and counts are what both report: for Transfusion the image modality's entry is
 the diffusion loss (summed per-image values, and the number of images), the others the LM loss.
@@ -26,7 +27,7 @@ from ..model.transformer import ModelOutput
 from ..objectives.autoregressive import LossBreakdown, next_token_loss
 from ..objectives.diffusion import (NoisedLatents, diffusion_loss_per_image, draw_timesteps, generator_for,
                                     noise_latents)
-from ..objectives.diffusion_schedule import DiffusionScheduler
+from ..objectives.schedulers import make_scheduler
 from ..runs.recipe import DiffusionConfig
 
 Run = Callable[[dict], ModelOutput]
@@ -71,7 +72,7 @@ class TransfusionObjective:
         self.num_modalities = len(modalities)
         self.image = list(modalities).index(latent_modality)
         self.config, self.seed, self.rank = config, seed, rank
-        self.scheduler = DiffusionScheduler(config.train_steps, config.schedule)
+        self.scheduler = make_scheduler(config.objective, config.train_steps, config.schedule)
         weights = torch.ones(self.num_modalities, dtype=torch.float64)
         weights[self.image] = config.loss_weight
         self.weights = weights
@@ -97,7 +98,7 @@ class TransfusionObjective:
                     timesteps=noised.timesteps)
 
     def loss(self, output: ModelOutput, batch: PackedBatch, noised: NoisedLatents) -> LossBreakdown:
-        per_image = diffusion_loss_per_image(output.latent_prediction, noised.noise)  # [N]
+        per_image = diffusion_loss_per_image(output.latent_prediction, noised.target)  # [N]
         return self._breakdown(output, batch, per_image)
 
     def _breakdown(self, output: ModelOutput, batch: PackedBatch, per_image: torch.Tensor) -> LossBreakdown:
@@ -131,8 +132,9 @@ class TransfusionObjective:
         for timestep in self.config.valid_timesteps:
             timesteps = torch.full((len(batch.latents),), timestep, dtype=torch.int64)
             noisy = self.scheduler.add_noise(batch.latents.float(), noise, timesteps)
-            prediction = run(self._inputs(batch, NoisedLatents(noisy, noise, timesteps.to(noise.device))))
-            per_image.append(diffusion_loss_per_image(prediction.latent_prediction, noise))
+            target = self.scheduler.target(batch.latents.float(), noise)
+            prediction = run(self._inputs(batch, NoisedLatents(noisy, target, timesteps.to(noise.device))))
+            per_image.append(diffusion_loss_per_image(prediction.latent_prediction, target))
         return self._breakdown(output, batch, torch.stack(per_image).mean(dim=0))
 
 
