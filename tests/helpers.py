@@ -92,3 +92,32 @@ eval_every: 2
 checkpoint_every: 2
 """)
     return recipe
+
+
+def tone_utterances(count, seed=0, segments=6):
+    """``count`` 16 kHz "utterances" of ``segments`` 0.2 s tones (frequencies from a set of six,
+    with a harmonic): speech-like enough for the unit tokenizer and the vocoder to learn, and
+    needing no speech engine."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(3200) / 16_000
+    frequencies = [220.0, 330.0, 440.0, 660.0, 880.0, 1320.0]
+    audios = []
+    for _ in range(count):
+        parts = [0.3 * np.sin(2 * np.pi * f * t) + 0.1 * np.sin(4 * np.pi * f * t)
+                 for f in rng.choice(frequencies, size=segments)]
+        audios.append(np.concatenate(parts).astype(np.float32))
+    return audios
+
+
+def tone_speech(num_units=12, steps=40):
+    """A unit tokenizer and a unit vocoder fitted on :func:`tone_utterances` (seconds on a CPU)."""
+    from mot.tokenizers.speech_units import SpeechUnitTokenizer
+    from mot.tokenizers.speech_vocoder import VocoderTraining, fit_vocoder
+
+    audios = tone_utterances(24)
+    units = SpeechUnitTokenizer().fit(audios, 16_000, num_units=num_units, seed=0, log=lambda _: None)
+    vocoder = fit_vocoder(units, audios, VocoderTraining(steps=steps, batch_size=8, crop_frames=32),
+                          log=lambda _: None)
+    return units, vocoder

@@ -1,6 +1,7 @@
 """`mot prepare`: sources -> tokenizers -> shards + manifest; resumable and deterministic."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from mot.cli import main
 from mot.data.loader import Loader
 from mot.data.prepare import PrepareConfig, PrepareError, prepare
 from mot.data.shards import ShardReader
+from mot.tokenizers.speech_vocoder import UnitVocoder
 from mot.tokenizers.vocab import VocabLayout
 
 from tests.helpers import SMALL_CORPUS, prepare_small_corpus
@@ -106,11 +108,15 @@ def test_spoken_captions_add_the_speech_modality(tmp_path, monkeypatch):
 
     if not available_engines():
         pytest.skip("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
-    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=24, speech_units=8))
+    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=24, speech_units=8,
+                                                         vocoder_steps=10))
     manifest = json.loads(prepare(config, log=lambda _: None).read_text())
     layout = VocabLayout.from_dict(manifest["vocab"])
     assert layout.modalities == ["text", "image", "speech"] and layout.modality_sizes["speech"] == 8
     assert manifest["tokenizers"]["speech_units"]["speakers"] > 1
+    vocoder = manifest["tokenizers"]["speech_vocoder"]
+    assert vocoder["fingerprint"] == UnitVocoder.load(tmp_path / "tokenizers" / "speech_vocoder").fingerprint()
+    assert 0 < vocoder["metrics"]["inversion"] < vocoder["metrics"]["vocoder"] and vocoder["metrics"]["utterances"] >= 1
     train = manifest["shards"]["shards/speech-train"]["tokens_per_modality"]
     assert train["speech"] > 0 and train["text"] > 0 and train["image"] == 0
     readers = [(n, ShardReader(tmp_path / "shards" / n, layout), 1.0) for n in ("speech-train", "shapescenes-train")]
@@ -127,11 +133,23 @@ def test_spoken_captions_add_the_speech_modality(tmp_path, monkeypatch):
     monkeypatch.setattr("mot.data.sources.speech.synthesize_many", no_synthesis)
     again = json.loads(prepare(config, log=lambda _: None).read_text())
     assert again["shards"] == manifest["shards"] and again["tokenizers"] == manifest["tokenizers"]
+    monkeypatch.undo()
+
+    # a corpus prepared before mot trained vocoders: its record lacks the field; a rerun trains the
+    # vocoder from the same synthesized speech and leaves the shards as they were
+    record = tmp_path / "prepare_config.json"
+    older = {k: v for k, v in json.loads(record.read_text()).items() if k != "vocoder_steps"}
+    record.write_text(json.dumps(older))
+    shutil.rmtree(tmp_path / "tokenizers" / "speech_vocoder")
+    (tmp_path / "tokenizers" / "speech_vocoder.json").unlink()
+    upgraded = json.loads(prepare(config, log=lambda _: None).read_text())
+    assert upgraded["shards"] == manifest["shards"] and upgraded["tokenizers"] == manifest["tokenizers"]
+    assert json.loads(record.read_text())["vocoder_steps"] == 10
 
 
 def test_missing_speech_engines_skip_the_speech_modality(tmp_path, monkeypatch):
     monkeypatch.setattr("mot.data.sources.speech.available_engines", lambda: [])
-    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=5))
+    config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, digits=0, speech_utterances=5, vocoder_steps=0))
     manifest = json.loads(prepare(config, log=lambda _: None).read_text())
     assert "espeak-ng" in manifest["skipped_sources"]["speech"]
     assert VocabLayout.from_dict(manifest["vocab"]).modalities == ["text", "image"]

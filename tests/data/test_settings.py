@@ -137,7 +137,8 @@ def test_chameleon_speech_mixes_speech_one_to_six(tmp_path):
     if not available_engines():
         pytest.skip("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
     config = PrepareConfig(out_dir=str(tmp_path), **dict(SMALL, image_tokenizers=["vq"], digits=0, text_documents=0,
-                                                          speech_utterances=30, speech_units=8, speech_only=0.4))
+                                                          speech_utterances=30, speech_units=8, speech_only=0.4,
+                                                          vocoder_steps=0))
     prepare(config, log=lambda _: None)
     corpus = open_corpus(tmp_path)
     datasets = corpus.datasets("chameleon_speech", "train")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mot.cli import main
+from mot.data.sources.speech import read_wav
 from mot.generate.chameleon import ChameleonPipeline
 from mot.generate.logits import GenerationError, Sampling
 from mot.generate.pipelines import pipeline_for_run
@@ -14,7 +15,7 @@ from mot.model import build_model
 from mot.tokenizers.vocab import VocabLayout
 from mot.train.trainer import Trainer
 
-from tests.helpers import small_recipe, tiny_config
+from tests.helpers import small_recipe, tiny_config, tone_speech
 
 
 def quiet(_):
@@ -109,18 +110,31 @@ def test_interleaved_prompt_documents_are_continued(pipeline, chameleon_run, tra
 def test_mot_generate_speaks_and_transcribes(pipeline, chameleon_run, tmp_path, capsys, monkeypatch):
     layout = VocabLayout({**pipeline.layout.modality_sizes, "speech": 12})
     model = build_model(tiny_config(vocab_size=layout.vocab_size, modalities=layout.modalities)).eval()
-    speaking = ChameleonPipeline(model, layout, pipeline.text, pipeline.vq, speech_max_units=6)
+    units, vocoder = tone_speech(num_units=12, steps=10)
+    speaking = ChameleonPipeline(model, layout, pipeline.text, pipeline.vq, speech_max_units=6, speech_units=units,
+                                 vocoder=vocoder)
     monkeypatch.setattr("mot.generate.pipelines.pipeline_for_run", lambda run, log: speaking)
     out = tmp_path / "speech"
     assert main(["generate", "any-run", "--speak", "hello there", "--out", str(out)]) == 0
-    written = out / "speech-000-speech-0.npy"
-    units = np.load(written)
-    assert "hello there -> [speech: " in capsys.readouterr().out and 1 <= len(units) <= 6
-    assert main(["generate", "any-run", "--transcribe", str(written)]) == 0
-    assert f"{written}: " in capsys.readouterr().out
+    written, wav = out / "speech-000-speech-0.npy", out / "speech-000-speech-0.wav"
+    ids = np.load(written)
+    assert f"hello there -> [speech: {wav}, " in capsys.readouterr().out and 1 <= len(ids) <= 6
+    audio, rate = read_wav(wav)
+    assert rate == 16_000 and len(audio) == 640 * len(ids)
+    for heard in (written, wav):  # units, or a recording encoded by the unit tokenizer
+        assert main(["generate", "any-run", "--transcribe", str(heard)]) == 0
+        assert f"{heard}: " in capsys.readouterr().out
     np.save(tmp_path / "bad.npy", np.zeros((2, 2)))
     assert main(["generate", "any-run", "--transcribe", str(tmp_path / "bad.npy")]) == 2
     assert "must hold a non-empty 1-D array of integer unit ids" in capsys.readouterr().err
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    assert main(["generate", "any-run", "--transcribe", str(tmp_path / "bad.wav")]) == 2
+    assert "not a readable WAV file" in capsys.readouterr().err
+    speaking.vocoder = None  # a corpus prepared before vocoders: units, and how to get audio
+    assert main(["generate", "any-run", "--speak", "hello", "--out", str(tmp_path / "units")]) == 0
+    assert "no speech vocoder" in capsys.readouterr().out and not list((tmp_path / "units").glob("*.wav"))
+    with pytest.raises(GenerationError, match="run `mot prepare` with its config again"):
+        speaking.speech_audio([1, 2])
     monkeypatch.undo()
     assert main(["generate", str(chameleon_run), "--speak", "hello"]) == 2
     assert "need a run of the chameleon_speech setting" in capsys.readouterr().err

@@ -25,9 +25,11 @@ def add_parser(verbs) -> None:
     generate.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N",
                           help="tokens each --continue may add (default 200)")
     generate.add_argument("--speak", action="append", default=[], metavar="TEXT",
-                          help="chameleon_speech runs: a text to say; writes its speech units as .npy (repeatable)")
-    generate.add_argument("--transcribe", action="append", default=[], metavar="UNITS.npy",
-                          help="chameleon_speech runs: speech units (.npy of unit ids) to write down (repeatable)")
+                          help="chameleon_speech runs: a text to say; writes its speech as .wav (by the corpus's "
+                               "vocoder) and its units as .npy (repeatable)")
+    generate.add_argument("--transcribe", action="append", default=[], metavar="SPEECH",
+                          help="chameleon_speech runs: a recording (.wav) or speech units (.npy of unit ids) to "
+                               "write down (repeatable)")
     add_out(generate, "directory for the images (default ./samples)", default="samples")
     generate.add_argument("--per-prompt", type=positive_int, default=1, help="images per prompt (default 1)")
     generate.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (default 3; 1: none)")
@@ -47,7 +49,7 @@ def add_parser(verbs) -> None:
 
 
 def _generate(args: argparse.Namespace, console: Console) -> int:
-    from ..generate.image_files import read_image, read_units, write_document, write_samples
+    from ..generate.image_files import read_image, read_speech, write_document, write_samples
     from ..generate.logits import Sampling
     from ..generate.pipeline import TransfusionPipeline
     from ..generate.pipelines import pipeline_for_run
@@ -55,8 +57,8 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
 
     if not (args.prompt or args.caption or args.continuations or args.speak or args.transcribe):
         raise ConfigError("nothing to do: give --prompt TEXT (text -> image), --caption IMAGE (image -> text), "
-                          "--continue TEXT, --speak TEXT or --transcribe UNITS.npy")
-    units = [read_units(path) for path in args.transcribe]
+                          "--continue TEXT, --speak TEXT or --transcribe SPEECH")
+    speech = [read_speech(path) for path in args.transcribe]
     for flag, texts in (("--prompt", args.prompt), ("--continue", args.continuations), ("--speak", args.speak)):
         for text in texts:  # checked before the model loads, as every argument is
             if not text.strip():
@@ -87,15 +89,21 @@ def _generate(args: argparse.Namespace, console: Console) -> int:
                     pipeline.image_to_text(images, sampling=captions_sampling))
         for path, text in zip(args.caption, captions):
             console.out(f"{path}: {text}")
+    # speech spans become WAV files when the corpus has a vocoder
+    audio_of = pipeline.speech_audio if not transfusion and pipeline.vocoder is not None else None
     if args.continuations:
         documents = pipeline.continue_document(args.continuations, args.max_new_tokens, codes)
         for index, (prompt, segments) in enumerate(zip(args.continuations, documents)):
-            console.out(f"{prompt} -> {write_document(segments, args.out, f'continuation-{index:03d}')}")
+            console.out(f"{prompt} -> {write_document(segments, args.out, f'continuation-{index:03d}', audio_of)}")
     if args.speak:
         spoken = pipeline.text_to_speech(args.speak, codes)
+        if audio_of is None:
+            console.out(f"{pipeline.corpus_dir} has no speech vocoder: writing speech units only; run `mot prepare` "
+                        "with its config again to train one (everything else is reused)")
         for index, (text, ids) in enumerate(zip(args.speak, spoken)):
-            console.out(f"{text} -> {write_document([('speech', ids)], args.out, f'speech-{index:03d}')}")
-    if units:
+            console.out(f"{text} -> {write_document([('speech', ids)], args.out, f'speech-{index:03d}', audio_of)}")
+    if speech:
+        units = [value if kind == "units" else pipeline.audio_to_units(value) for kind, value in speech]
         for path, text in zip(args.transcribe, pipeline.speech_to_text(units, sampling=captions_sampling)):
             console.out(f"{path}: {text}")
     return 0

@@ -1,6 +1,7 @@
 """A trained run of the Chameleon or Chameleon+Speech setting as pipelines around the decoder:
-text -> image (VQ codes decoded to pixels), image -> text (captions), text -> speech units,
-speech units -> text, and free continuation of an interleaved document.
+text -> image (VQ codes decoded to pixels), image -> text (captions), text -> speech units (and
+audio, by the corpus's unit vocoder), speech units or audio -> text, and free continuation of an
+interleaved document.
 
 Every call is one batch of requests, the same as making them one by one (request ``i`` samples
 with seed ``sampling.seed + i``, so the images of one call differ and any one of them can be made
@@ -19,6 +20,8 @@ import torch
 from ..model.transformer import MoTModel
 from ..tokenizers.image_common import tensor_to_uint8
 from ..tokenizers.image_vq import ImageVQ
+from ..tokenizers.speech_units import SAMPLE_RATE, SpeechUnitTokenizer
+from ..tokenizers.speech_vocoder import KIND as VOCODER, UnitVocoder
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
 from .decoding import Decoder, Generation, Request
@@ -34,9 +37,12 @@ class ChameleonPipeline:
     """``text_to_image``, ``image_to_text``, ``text_to_speech``, ``speech_to_text``, ``continue_document``."""
 
     def __init__(self, model: MoTModel, layout: VocabLayout, text: BPETokenizer, vq: ImageVQ,
-                 speech_max_units: int = 500, corpus_dir: Optional[Path] = None):
+                 speech_max_units: int = 500, corpus_dir: Optional[Path] = None,
+                 speech_units: Optional[SpeechUnitTokenizer] = None, vocoder: Optional[UnitVocoder] = None):
         self.model, self.layout, self.text, self.vq = model, layout, text, vq
         self.corpus_dir = corpus_dir
+        # audio in (speech -> text from a recording) and out (speech you can hear), when the corpus has them
+        self.speech_units, self.vocoder = speech_units, vocoder
         self.decoder = Decoder(model, layout, SpanRules(vq.config.tokens_per_image, speech_max_units))
         self.bos = layout.special("<bos>")
         self.boi, self.eoi = layout.markers("image")
@@ -49,7 +55,13 @@ class ChameleonPipeline:
                                                     "autoregressive generation", log)
         text = BPETokenizer.load(tokenizer_directory(corpus, "text", "text"))
         vq = ImageVQ.load(tokenizer_directory(corpus, "image_vq", "an image")).eval()
-        return cls(model, corpus.layout(config.data.setting), text, vq, corpus_dir=corpus.directory)
+        layout = corpus.layout(config.data.setting)
+        speech_units = vocoder = None
+        if "speech" in layout.modalities:
+            speech_units = SpeechUnitTokenizer.load(tokenizer_directory(corpus, "speech_units", "speech"))
+            if (corpus.directory / "tokenizers" / VOCODER).is_dir():
+                vocoder = UnitVocoder.load(corpus.directory / "tokenizers" / VOCODER)
+        return cls(model, layout, text, vq, corpus_dir=corpus.directory, speech_units=speech_units, vocoder=vocoder)
 
     # ---- images ------------------------------------------------------------------------------
 
@@ -98,6 +110,21 @@ class ChameleonPipeline:
         return [self.decode_text(g.tokens) for g in self._generate(requests)]
 
     # ---- interleaved ---------------------------------------------------------------------------
+
+    def speech_audio(self, units: Sequence[int] | np.ndarray, seed: int = 0) -> np.ndarray:
+        """Mono 16 kHz float32 audio of unit ids ``[0, units)``, by the corpus's vocoder."""
+        if self.vocoder is None:
+            raise GenerationError(f"{self.corpus_dir or 'the corpus'} has no speech vocoder "
+                                  f"(tokenizers/{VOCODER}); run `mot prepare` with its config again to train one "
+                                  "(everything else is reused)")
+        return self.vocoder.audio(units, seed=seed)
+
+    def audio_to_units(self, audio: np.ndarray) -> np.ndarray:
+        """Unit ids of mono 16 kHz float audio, by the corpus's unit tokenizer."""
+        self._speech_markers()
+        if self.speech_units is None:
+            raise GenerationError("this pipeline was built without the corpus's speech unit tokenizer")
+        return self.speech_units.encode(audio, SAMPLE_RATE)
 
     def continue_document(self, prompts: Sequence[str | Sequence[Segment]], max_new_tokens: int = 200,
                           sampling: Sampling = Sampling(temperature=1.0)) -> List[List[Segment]]:

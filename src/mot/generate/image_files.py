@@ -1,12 +1,12 @@
 """Files in and out of the pipelines: image files read for captioning, drawn images written as PNG
 files and as one grid with their prompts, generated documents written with their images and speech
-units, speech units read back."""
+(units, and a WAV file when there is a vocoder), speech read back as units or from a WAV file."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -43,6 +43,22 @@ def read_units(path: str | Path) -> np.ndarray:
         raise ConfigError(f"--transcribe {path}: must hold a non-empty 1-D array of integer unit ids, "
                           f"not {units.dtype} {list(units.shape)}")
     return units.astype(np.int64)
+
+
+def read_speech(path: str | Path) -> tuple[str, np.ndarray]:
+    """What ``--transcribe`` reads: ``("units", ids)`` from a ``.npy`` file, or ``("audio", float32
+    mono 16 kHz)`` from a ``.wav`` file (resampled when recorded at another rate)."""
+    from ..data.sources.speech import SAMPLE_RATE, read_wav, resample
+
+    if Path(path).suffix.lower() != ".wav":
+        return "units", read_units(path)
+    try:
+        audio, rate = read_wav(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--transcribe {path}: {error}") from None
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise ConfigError(f"--transcribe {path}: holds no samples, or samples that are not finite numbers")
+    return "audio", resample(audio, rate, SAMPLE_RATE)
 
 
 def write_samples(images: np.ndarray, prompts: List[str], per_prompt: int, out: str | Path, label: str) -> Path:
@@ -84,11 +100,15 @@ def sample_grid(images: Dict[str, np.ndarray], prompts: List[str], per_prompt: i
     return save_figure(figure, path, dpi=100).name
 
 
-def write_document(segments, out: str | Path, stem: str) -> str:
+def write_document(segments, out: str | Path, stem: str,
+                   audio_of: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> str:
     """Write a generated document's images (``stem-image-K.png``) and speech units
-    (``stem-speech-K.npy``) into ``out``; return the document as text, each image or speech span
-    as ``[image: path]`` / ``[speech: path, N units]`` where it stood."""
+    (``stem-speech-K.npy``, and ``stem-speech-K.wav`` made by ``audio_of(units)`` when given) into
+    ``out``; return the document as text, each image or speech span as ``[image: path]`` /
+    ``[speech: path, N units]`` where it stood."""
     from PIL import Image
+
+    from ..data.sources.speech import write_wav
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +122,11 @@ def write_document(segments, out: str | Path, stem: str) -> str:
         if kind == "image":
             Image.fromarray(value).save(path)
             parts.append(f"[image: {path}]")
-        else:
-            np.save(path, np.asarray(value, dtype=np.int64))
-            parts.append(f"[speech: {path}, {len(value)} units]")
+            continue
+        audio = None if audio_of is None else audio_of(np.asarray(value))  # before any file of the span
+        np.save(path, np.asarray(value, dtype=np.int64))
+        if audio is not None:
+            path = path.with_suffix(".wav")
+            write_wav(path, audio)
+        parts.append(f"[speech: {path}, {len(value)} units]")
     return " ".join(parts)

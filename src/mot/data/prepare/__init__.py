@@ -83,9 +83,9 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
         with _timed(timings, "speech"):
             if available_engines():
                 spoken = speech_texts(config, texts)
-                speech_units, tokenizers["speech_units"], speech_documents = speech_stage(
-                    out, spoken, split_indices(len(spoken), config, salt=100), text, config.speech_units,
-                    config.seed, log)
+                speech_units, entries, speech_documents = speech_stage(
+                    out, spoken, split_indices(len(spoken), config, salt=100), text, config, log)
+                tokenizers.update(entries)
                 modality_sizes[SPEECH] = speech_units.num_units
             else:
                 skipped[SPEECH] = "neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)"

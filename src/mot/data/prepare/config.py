@@ -46,6 +46,8 @@ class PrepareConfig:
     #: share of speech documents without their text (the rest: speech then text, text then speech)
     speech_only: float = 0.2
     speech_units: int = 500
+    #: training steps of the unit vocoder (units -> log-mel -> audio, what ``mot generate`` plays); 0: none
+    vocoder_steps: int = 1000
     #: your own corpora: JSONL files in the document format (docs/data.md), one source each
     jsonl: List[str] = field(default_factory=list)
     #: skip (and count in the manifest) bad documents of ``jsonl`` instead of stopping
@@ -55,7 +57,7 @@ class PrepareConfig:
         from ...config import ConfigError, check_number
 
         for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps", "vae_steps",
-                     "speech_utterances", "speech_sentences", "shapescenes_heldout"):
+                     "speech_utterances", "speech_sentences", "shapescenes_heldout", "vocoder_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
         unknown = set(self.image_tokenizers) - {"vq", "vae"}

@@ -22,17 +22,21 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def check_same_config(out: Path, config: PrepareConfig) -> None:
-    """Refuse to mix artefacts of two configs in one directory (resuming needs the same one)."""
+    """Refuse to mix artefacts of two configs in one directory (resuming needs the same one).
+
+    A field the record lacks was added by a later version of mot (``vocoder_steps``); its stage
+    had not run, so it runs now and the record gains the field."""
     record = out / CONFIG_RECORD
     wanted = asdict(config)
     if record.is_file():
         existing = json.loads(record.read_text())
-        if existing != wanted:
-            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+        changed = sorted(k for k in existing.keys() | wanted.keys() if k in existing and existing.get(k) != wanted.get(k))
+        if changed:
             raise PrepareError(f"{out} holds a corpus prepared with another config (differs in {changed}); "
                                f"use another out_dir or delete {out}")
-    else:
-        record.write_text(json.dumps(wanted, indent=2) + "\n")
+        if existing.keys() == wanted.keys():
+            return
+    write_json(record, wanted)
 
 
 def shard_entry(directory: Path, kind: str) -> dict:
