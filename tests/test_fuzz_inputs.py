@@ -247,7 +247,7 @@ def test_a_damaged_corpus_manifest(capsys, tmp_path, contents):
 @pytest.mark.parametrize("options, named", [
     (["--cfg-scale", "-1"], "cfg_scale"), (["--cfg-scale", "nan"], "cfg_scale"), (["--cfg-scale", "inf"], "cfg_scale"),
     (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
-    (["--method", "euler"], "method"), (["--seed", "-1"], "seed"), (["--seed", str(2**64)], "seed"),
+    (["--method", "rk4"], "method"), (["--seed", "-1"], "seed"), (["--seed", str(2**64)], "seed"),
     (["--prompt", ""], "--prompt ''"), (["--prompt", "  "], "--prompt"),
 ])
 def test_bad_sampling_options_are_refused_before_the_model_loads(capsys, tmp_path, options, named):
