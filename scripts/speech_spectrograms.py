@@ -22,6 +22,7 @@ from mot.data.sources import speech
 from mot.generate.chameleon import ChameleonPipeline
 from mot.generate.logits import Sampling
 from mot.io.figures import save_figure
+from mot.tokenizers.speech_inversion import DISTANCE_FLOOR
 from mot.tokenizers.speech_units import UNITS_PER_SECOND, log_mel
 
 
@@ -73,7 +74,7 @@ def _figure(columns, texts, out: Path) -> Path:
                                 squeeze=False)
     for column, (label, audios) in enumerate(columns.items()):
         for row, audio in enumerate(audios):
-            features = np.maximum(log_mel(audio), np.log(1e-4)).T  # [mels, frames], floored for display
+            features = np.maximum(log_mel(audio), np.log(DISTANCE_FLOOR)).T  # [mels, frames], floored as distances are
             axis = axes[row][column]
             axis.imshow(features, origin="lower", aspect="auto", cmap="magma",
                         extent=(0, features.shape[1] / UNITS_PER_SECOND, 0, features.shape[0]))

@@ -1,5 +1,5 @@
 """What the two image tokenizers (:mod:`.image_vq`, :mod:`.image_vae`) share: the input
-convention and its checks, the conv encoder/decoder, the training loop, and save/load.
+convention and its checks, the conv encoder/decoder and the training loop (save/load: :mod:`.saved`).
 
 Image convention: ``uint8 [B, S, S, 3]`` (channels last, as files and numpy hold them) or
 ``float [B, 3, S, S]`` in ``[-1, 1]`` (what the networks compute on).
@@ -7,13 +7,9 @@ Image convention: ``uint8 [B, S, S, 3]`` (channels last, as files and numpy hold
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable, ClassVar, Type, TypeVar
+from typing import Any, Callable, Type
 
 import numpy as np
 import torch
@@ -21,9 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from ..io.weights import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_weights_into, read_weights, save_pretrained
 from ..progress import Progress
-from .fingerprint import fingerprint
 
 #: Float images may overshoot ``[-1, 1]`` by this much (rounding in the caller's conversion).
 RANGE_TOLERANCE = 1e-3
@@ -129,95 +123,6 @@ def check_architecture(config: Any) -> None:
     if config.image_size % downsample:
         raise ConfigError(f"image_size={config.image_size}: must be divisible by the downsampling "
                           f"factor {downsample} that channel_mult={list(mult)} gives")
-
-
-# ----------------------------------------------------------------------------------- config --
-
-C = TypeVar("C")
-
-
-def config_to_dict(config: Any, kind: str) -> dict[str, Any]:
-    """The ``config.json`` content: the fields plus ``kind``, so one tokenizer type is never
-    loaded as another."""
-    fields = dataclasses.asdict(config)
-    return {"kind": kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
-
-
-def config_from_dict(cls: Type[C], data: Any, kind: str) -> C:
-    """Inverse of :func:`config_to_dict`; ``ConfigError`` names an unknown key or a wrong kind."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a {kind} config must be a JSON object, not {type(data).__name__}")
-    data = dict(data)
-    found = data.pop("kind", None)
-    if found != kind:
-        raise ConfigError(f"kind={found!r}: expected {kind!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown {kind} config key(s) {unknown}; known: {sorted(names)}")
-    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**data)
-
-
-# ------------------------------------------------------------------------------- save, load --
-
-def save_tokenizer(model: nn.Module, directory: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.io.weights`),
-    each written whole or not at all."""
-    return save_pretrained(model, directory)
-
-
-def load_tokenizer(model_cls: Type[nn.Module], config_cls: type, kind: str, directory: str | Path,
-                   verify: bool = True) -> nn.Module:
-    """Read a directory written by :func:`save_tokenizer`. Every failure is a
-    :class:`~mot.io.CheckpointError` that names the file and what is wrong with it; with
-    ``verify`` the weights must match ``checksums.json`` (``verify=False`` skips that check)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a directory: no saved {kind} tokenizer there")
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise CheckpointError(f"{path} does not exist: {directory} is not a complete saved "
-                                  f"{kind} tokenizer")
-    try:
-        config = config_from_dict(config_cls, json.loads(config_path.read_text()), kind)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
-    except (ConfigError, TypeError) as error:
-        raise CheckpointError(f"{config_path}: {error}") from None
-    state = read_weights(directory, f"{model_cls.__name__}.load('{directory}', verify=False)", verify=verify)
-    model = model_cls(config)
-    load_weights_into(model, state, directory)
-    return model.eval()
-
-
-class SavedImageTokenizer:
-    """``save`` / ``load`` / ``fingerprint`` for an image tokenizer module whose class names its
-    ``kind`` and ``config_class``."""
-
-    kind: ClassVar[str]
-    config_class: ClassVar[type]
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` + ``checksums.json`` into ``directory``."""
-        return save_tokenizer(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | Path, verify: bool = True):
-        """Read a saved tokenizer; raises ``CheckpointError`` naming the missing, corrupt or
-        mismatched file. ``verify=False`` loads weights that do not match their recorded
-        checksums (edited on purpose, or saved before mot recorded them)."""
-        return load_tokenizer(cls, cls.config_class, cls.kind, directory, verify)
-
-    def fingerprint(self) -> str:
-        """Content hash of this tokenizer as saved (config and weights): two tokenizers that
-        encode alike share it."""
-        # it hashes checksums.json too: a function of the weights' bytes, so it changes no
-        # fingerprint's meaning and keeps this equal to ``fingerprint(directory)`` of a saved copy
-        with tempfile.TemporaryDirectory() as directory:
-            self.save(directory)
-            return fingerprint(directory)
 
 
 # --------------------------------------------------------------------------------- training --

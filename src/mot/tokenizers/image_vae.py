@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, check_number
-from .image_common import (SavedImageTokenizer, check_architecture, config_from_dict, config_to_dict,
-                           conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
+from .image_common import (check_architecture, conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
                            train_loop, training_setup)
+from .saved import SavedTokenizer, config_from_dict, config_to_dict
 
 KIND = "image_vae"
 
@@ -70,7 +70,7 @@ class ImageVAEConfig:
         return config_from_dict(cls, data, KIND)
 
 
-class ImageVAE(SavedImageTokenizer, nn.Module):
+class ImageVAE(SavedTokenizer, nn.Module):
     """Encoder -> (mean, logvar) -> sample -> decoder. Images in the convention of
     :mod:`.image_common`; latents ``[B, latent_channels, latent_size, latent_size]``."""
 

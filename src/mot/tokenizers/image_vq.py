@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .image_common import (SavedImageTokenizer, check_architecture, config_from_dict, config_to_dict,
-                           conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
+from .image_common import (check_architecture, conv_decoder, conv_encoder, images_to_tensor, reconstruction_metrics,
                            train_loop, training_setup)
+from .saved import SavedTokenizer, config_from_dict, config_to_dict
 
 KIND = "image_vq"
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -157,7 +157,7 @@ class FSQ(nn.Module):
         return (digits - half_width).float() / half_width
 
 
-class ImageVQ(SavedImageTokenizer, nn.Module):
+class ImageVQ(SavedTokenizer, nn.Module):
     """Encoder -> FSQ -> decoder. Images in the convention of :mod:`.image_common`."""
 
     kind = KIND

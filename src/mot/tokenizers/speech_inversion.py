@@ -66,9 +66,8 @@ def _resample_frames(features: np.ndarray, length: int) -> np.ndarray:
 def _mel_to_linear(filters: np.ndarray, mel_power: np.ndarray) -> np.ndarray:
     """Non-negative least squares ``min |filters @ S - mel_power|`` by multiplicative updates,
     started from the filters' transpose (every bin inherits its filters' power)."""
-    coverage = np.maximum(filters.sum(axis=0), 1e-8)[:, None]  # [bins, 1]
-    spectrum = (filters.T @ mel_power) / coverage
-    numerator = filters.T @ mel_power
+    numerator = filters.T @ mel_power  # [bins, frames]
+    spectrum = numerator / np.maximum(filters.sum(axis=0), 1e-8)[:, None]
     gram = filters.T @ filters
     for _ in range(NNLS_ITERATIONS):
         spectrum *= numerator / np.maximum(gram @ spectrum, 1e-12)
@@ -80,7 +79,11 @@ def mel_distance(audio: np.ndarray, reference: np.ndarray, config: LogMelConfig 
     ``DISTANCE_FLOOR``) over the frames they share and every bin. Multiply by ``DB_PER_NEPER``
     for decibels."""
     frames = min(num_frames(len(audio)), num_frames(len(reference)))
+    return log_mel_distance(log_mel(audio, SAMPLE_RATE, config)[:frames], log_mel(reference, SAMPLE_RATE, config)[:frames])
+
+
+def log_mel_distance(features: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute difference of two log-mel spectrograms of one shape, both floored at
+    ``DISTANCE_FLOOR`` (what :func:`mel_distance` measures, before any audio)."""
     floor = math.log(DISTANCE_FLOOR)
-    a = np.maximum(log_mel(audio, SAMPLE_RATE, config)[:frames], floor)
-    b = np.maximum(log_mel(reference, SAMPLE_RATE, config)[:frames], floor)
-    return float(np.abs(a - b).mean())
+    return float(np.abs(np.maximum(features, floor) - np.maximum(reference, floor)).mean())

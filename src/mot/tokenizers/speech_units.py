@@ -230,6 +230,14 @@ class SpeechUnitTokenizer:
             distances = (centroids**2).sum(1) - 2.0 * features @ centroids.T
         return distances.argmin(1).astype(np.int64)
 
+    def centroid_log_mel(self, units: np.ndarray) -> np.ndarray:
+        """The log-mel ``[T, n_mels]`` each unit's centroid stands for (normalization undone): what
+        the units alone say of the spectrum."""
+        features = self._fitted_centroids()[np.asarray(units, dtype=np.int64)]
+        if self.normalization is not None:
+            features = features * self.normalization[1] + self.normalization[0]
+        return features
+
     def usage(self, audios: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE) -> float:
         """Fraction of the ``num_units`` units that occur at least once in ``audios``."""
         if len(audios) == 0:

@@ -27,9 +27,8 @@ from torch import nn
 
 from ..config import ConfigError
 from ..progress import progress
-from .fingerprint import fingerprint as directory_fingerprint
-from .image_common import config_to_dict, load_tokenizer, save_tokenizer
-from .speech_inversion import DB_PER_NEPER, DISTANCE_FLOOR, log_mel_to_audio, mel_distance
+from .saved import SavedTokenizer, config_to_dict
+from .speech_inversion import DB_PER_NEPER, log_mel_distance, log_mel_to_audio, mel_distance
 from .speech_units import SAMPLE_RATE, LogMelConfig, SpeechUnitTokenizer, log_mel
 
 KIND = "speech_vocoder"
@@ -78,10 +77,12 @@ class _Block(nn.Module):
         return x + self.pointwise(nn.functional.gelu(self.temporal(x)))
 
 
-class UnitVocoder(nn.Module):
+class UnitVocoder(SavedTokenizer, nn.Module):
     """Unit ids ``[B, T]`` -> standardized log-mel ``[B, T, n_mels]`` (:meth:`forward`);
-    :meth:`log_mel` and :meth:`audio` for one utterance in the tokenizer's own units."""
+    :meth:`log_mel` and :meth:`audio` for one utterance in the tokenizer's own units; ``save``,
+    ``load`` and ``fingerprint`` as every saved tokenizer."""
 
+    kind = KIND
     config_class = VocoderConfig
 
     def __init__(self, config: VocoderConfig):
@@ -113,22 +114,6 @@ class UnitVocoder(nn.Module):
     def audio(self, units: Sequence[int] | np.ndarray, iterations: int = 64, seed: int = 0) -> np.ndarray:
         """Mono 16 kHz float32 audio, 640 samples per unit."""
         return log_mel_to_audio(self.log_mel(units), self.config.mel_config, iterations, seed)
-
-    # ---- persistence -----------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        return save_tokenizer(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | Path, verify: bool = True) -> "UnitVocoder":
-        """Read a saved vocoder; a missing, corrupt or mismatched file is a ``CheckpointError``
-        that names it."""
-        return load_tokenizer(cls, VocoderConfig, KIND, directory, verify)
-
-    def fingerprint(self) -> str:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="mot-vocoder-") as directory:
-            return directory_fingerprint(self.save(directory))
 
 
 @dataclass(frozen=True)
@@ -223,13 +208,10 @@ def vocoder_report(vocoder: UnitVocoder, units: SpeechUnitTokenizer, audios: Seq
         ids = units.encode(audio, SAMPLE_RATE)
         original = log_mel(audio, SAMPLE_RATE, mel)
         predicted = vocoder.log_mel(ids)
-        centroids = units.centroids[ids]
-        if units.normalization is not None:
-            centroids = centroids * units.normalization[1] + units.normalization[0]
-        for name, features in (("inversion", original), ("vocoder", predicted), ("centroids", centroids)):
+        for name, features in (("inversion", original), ("vocoder", predicted),
+                               ("centroids", units.centroid_log_mel(ids))):
             totals[name] += mel_distance(log_mel_to_audio(features, mel, iterations, seed), audio, mel)
-        floor = math.log(DISTANCE_FLOOR)
-        totals["vocoder_mel"] += float(np.abs(np.maximum(predicted, floor) - np.maximum(original, floor)).mean())
+        totals["vocoder_mel"] += log_mel_distance(predicted, original)
     report = {name: value / len(audios) for name, value in totals.items()}
     report.update({f"{name}_db": value * DB_PER_NEPER for name, value in list(report.items())})
     report["utterances"] = len(audios)
