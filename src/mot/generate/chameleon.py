@@ -49,10 +49,12 @@ class ChameleonPipeline:
         self.has_speech = "speech" in layout.modalities
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, log: Callable[[str], None] = print) -> "ChameleonPipeline":
-        """The newest complete checkpoint of a Chameleon(+Speech) run with its corpus's tokenizers."""
+    def from_run(cls, run_dir: str | Path, log: Callable[[str], None] = print,
+                 step: Optional[int] = None) -> "ChameleonPipeline":
+        """The checkpoint of ``step`` (default: the newest complete one) of a Chameleon(+Speech) run
+        with its corpus's tokenizers."""
         config, model, corpus = load_generation_run(run_dir, ("chameleon", "chameleon_speech"),
-                                                    "autoregressive generation", log)
+                                                    "autoregressive generation", log, step)
         text = BPETokenizer.load(tokenizer_directory(corpus, "text", "text"))
         vq = ImageVQ.load(tokenizer_directory(corpus, "image_vq", "an image")).eval()
         layout = corpus.layout(config.data.setting)

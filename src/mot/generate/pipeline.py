@@ -29,10 +29,11 @@ class TransfusionPipeline:
         self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule, objective)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, log=print) -> "TransfusionPipeline":
-        """The newest complete checkpoint of a Transfusion-setting run, with its corpus's tokenizers
-        (checked against the fingerprints the run was trained with)."""
-        config, model, corpus = load_generation_run(run_dir, ("transfusion",), "text -> image by diffusion", log)
+    def from_run(cls, run_dir: str | Path, log=print, step: Optional[int] = None) -> "TransfusionPipeline":
+        """The checkpoint of ``step`` (default: the newest complete one) of a Transfusion-setting
+        run, with its corpus's tokenizers (checked against the fingerprints the run was trained with)."""
+        config, model, corpus = load_generation_run(run_dir, ("transfusion",), "text -> image by diffusion", log,
+                                                    step)
         text = BPETokenizer.load(tokenizer_directory(corpus, "text", "text"))
         vae = ImageVAE.load(tokenizer_directory(corpus, "image_vae", "diffusion")).eval()
         if tuple(vae.config.latent_shape) != latent_shape_of(corpus.manifest):

@@ -4,7 +4,7 @@ the prepared corpus whose tokenizers it was trained with."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from ..data.settings import Corpus, open_corpus
 from ..model.transformer import MoTModel
@@ -15,11 +15,13 @@ from .logits import GenerationError
 
 
 def load_generation_run(run_dir: str | Path, settings: Sequence[str], purpose: str,
-                        log: Callable[[str], None] = print) -> Tuple[TrainConfig, MoTModel, Corpus]:
-    """``(config, model, corpus)`` of ``run_dir``'s newest complete checkpoint; the run must have
+                        log: Callable[[str], None] = print,
+                        step: Optional[int] = None) -> Tuple[TrainConfig, MoTModel, Corpus]:
+    """``(config, model, corpus)`` of ``run_dir``'s checkpoint of ``step`` (default: the newest
+    complete one); the run must have
     been trained in one of ``settings`` (``purpose`` says for what, in the error), and the corpus's
     tokenizers must be the ones the recipe names."""
-    config, model = load_run_model(run_dir, log)
+    config, model = load_run_model(run_dir, log, step)
     if config.data.setting not in settings:
         raise GenerationError(f"{run_dir} was trained in the {config.data.setting} setting; {purpose} needs a run "
                               f"of the {' or '.join(settings)} setting")

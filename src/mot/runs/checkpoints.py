@@ -259,6 +259,27 @@ class CheckpointManager:
         for entry in unfinished:
             shutil.rmtree(entry)
 
+    def steps(self) -> List[int]:
+        """The steps of the saved checkpoints, oldest first (whether each checks out is for
+        :meth:`verified` to say)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(match.group(1)) for entry in self.directory.iterdir()
+                      if (match := _STEP_DIR.match(entry.name)) and entry.is_dir())
+
+    def verified(self, step: int) -> Path:
+        """The checkpoint of ``step`` after checking every file against its hash; a
+        :class:`CheckpointError` says why it cannot be read (missing, unfinished or damaged)."""
+        path = self.path_for(step)
+        if not path.is_dir():
+            saved = self.steps()
+            raise CheckpointError(f"{self.directory} has no checkpoint of step {step}; it has steps {saved}")
+        problem = _verify(path, step)
+        if problem is not None:
+            raise CheckpointError(f"{path}: {problem}")
+        self._verified.add(path)
+        return path
+
     def latest(self, set_aside_damaged: bool = False) -> Tuple[Optional[Path], List[str]]:
         """The newest complete checkpoint whose every file matches its hash (``None`` if there is
         none), and a line for each checkpoint directory passed over and why.

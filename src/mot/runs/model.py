@@ -5,7 +5,7 @@ that ``MoTModel.from_pretrained`` loads (:func:`export_run`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 from ..config import ConfigError
 from ..io import CheckpointError
@@ -15,20 +15,30 @@ from .recipe import TrainConfig, load_recipe
 from .run_dir import CONFIG_FILE
 
 
-def load_run_model(run_dir: str | Path, log=print) -> Tuple[TrainConfig, MoTModel]:
-    """The config of ``run_dir`` and its newest complete checkpoint's model, on the CPU, in eval mode.
-
-    Checkpoints passed over (unfinished or damaged) are reported through ``log``."""
+def run_checkpoints(run_dir: str | Path) -> Tuple[TrainConfig, CheckpointManager]:
+    """The config of ``run_dir`` and the manager of its checkpoints."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
     config = load_recipe(run_dir / CONFIG_FILE)
-    checkpoints = CheckpointManager(run_dir / "checkpoints", config.keep_last)
-    path, problems = checkpoints.latest()
-    for problem in problems:
-        log(f"checkpoint passed over: {problem}")
-    if path is None:
-        raise CheckpointError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
+    return config, CheckpointManager(run_dir / "checkpoints", config.keep_last)
+
+
+def load_run_model(run_dir: str | Path, log=print, step: Optional[int] = None) -> Tuple[TrainConfig, MoTModel]:
+    """The config of ``run_dir`` and the model of its checkpoint of ``step`` (default: the newest
+    complete one), on the CPU, in eval mode.
+
+    Checkpoints passed over for the newest (unfinished or damaged) are reported through ``log``;
+    a ``step`` whose checkpoint is missing or damaged is a :class:`CheckpointError`."""
+    config, checkpoints = run_checkpoints(run_dir)
+    if step is not None:
+        path = checkpoints.verified(step)
+    else:
+        path, problems = checkpoints.latest()
+        for problem in problems:
+            log(f"checkpoint passed over: {problem}")
+        if path is None:
+            raise CheckpointError(f"{Path(run_dir) / 'checkpoints'} holds no complete checkpoint")
     model: MoTModel = build_model(config.model)
     checkpoints.load_model(path, model)  # the model's tensors only: no optimizer is built or read
     log(f"loaded {path}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from .metrics import MetricsLogger
 from .objective import make_objective
 from .optim import build_optimizer, clip_gradients, learning_rate
 from .rng import capture_rng_state, restore_rng_state
+from .validation import loss_sums, per_modality, split_loader, to_device, validation_batches
 
 #: dense bf16 peak of known GPUs, for MFU (FLOP/s)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -58,14 +58,6 @@ class StepResult:
     skipped: bool
     #: the objective's loss (next-token mean, or LM + weight x diffusion)
     loss: float
-
-
-def _to_device(batch: PackedBatch, device: torch.device) -> PackedBatch:
-    if device.type == "cpu":
-        return batch
-    moved = {field.name: value.to(device, non_blocking=True) for field in dataclasses.fields(batch)
-             if isinstance(value := getattr(batch, field.name), torch.Tensor)}
-    return dataclasses.replace(batch, **moved, plan=batch.plan.to(device))
 
 
 class Trainer:
@@ -109,14 +101,7 @@ class Trainer:
     # ------------------------------------------------------------------ set-up --
 
     def _loader(self, split: str, seed: int):
-        data = self.config.data
-        # captions are dropped (for classifier-free guidance) in training batches only
-        dropout = self.config.diffusion.caption_dropout if data.setting == "transfusion" and split == "train" else 0.0
-        return self.corpus.loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
-                                  modality_tower_index=self.config.model.modality_tower_index, seed=seed,
-                                  rank=self.context.rank, world_size=self.context.world_size,
-                                  weights=data.weights, latent_patch_size=self.config.model.latent.patch_size,
-                                  caption_dropout=dropout)
+        return split_loader(self.corpus, self.config, split, seed, self.context.rank, self.context.world_size)
 
     def _autocast(self):
         device = self.context.device.type
@@ -174,7 +159,7 @@ class Trainer:
         self.model.train()
         for micro, batch in enumerate(micro_batches):
             tokens += torch.bincount(batch.modality_ids[batch.document_ids >= 0], minlength=modalities)
-            batch = _to_device(batch, self.context.device)
+            batch = to_device(batch, self.context.device)
             inputs, extra = self.objective.model_inputs(batch, (self.config.seed, self.step, self.context.rank, micro))
             with self._autocast():
                 output = self.forward(**inputs)
@@ -226,17 +211,13 @@ class Trainer:
         results = {}
         for split in self.config.data.valid_splits:
             if split not in self._valid_batches:
-                loader = self._loader(split, seed=self.config.seed)
-                self._valid_batches[split] = [next(loader) for _ in range(self.config.data.valid_batches)]
-            sums = torch.zeros(len(self.modalities), device=self.context.device)
-            counts = torch.zeros(len(self.modalities), device=self.context.device)
-            for index, batch in enumerate(self._valid_batches[split]):
-                loss = self.objective.validation_loss(self._run, _to_device(batch, self.context.device), index)
-                sums += loss.sum_per_modality
-                counts += loss.count_per_modality.to(counts.dtype)
+                self._valid_batches[split] = validation_batches(self.corpus, self.config, split, self.context.rank,
+                                                                self.context.world_size)
+            sums, counts = loss_sums(self.objective, self._run, self._valid_batches[split], len(self.modalities),
+                                     self.context.device)
             all_reduce_sum(sums, self.context)
             all_reduce_sum(counts, self.context)
-            results[split] = _per_modality(self.modalities, sums, counts)
+            results[split] = per_modality(self.modalities, sums, counts)
         self.model.train()
         return results
 
@@ -285,7 +266,7 @@ class Trainer:
         counts = torch.stack([r.loss_counts for r in results]).sum(0)
         tokens = torch.stack([r.tokens for r in results]).sum(0)
         record = {"step": self.step, "kind": "train", "loss": self.objective.total(sums, counts),
-                  "loss_per_modality": _per_modality(self.modalities, sums, counts),
+                  "loss_per_modality": per_modality(self.modalities, sums, counts),
                   "grad_norm": results[-1].grad_norm, "lr": learning_rate(self.step - 1, self.config.optim),
                   "tokens_per_second": dict(zip(self.modalities, (float(t) / seconds for t in tokens.tolist()))),
                   "skipped_steps": sum(r.skipped for r in results), "seconds": seconds}
@@ -296,10 +277,6 @@ class Trainer:
                 record["mfu"] = total * self.flops_per_token / (peak * self.context.world_size)
             record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
         return record
-
-
-def _per_modality(modalities: List[str], sums: torch.Tensor, counts: torch.Tensor) -> Dict[str, Optional[float]]:
-    return {m: (float(s) / float(c) if c > 0 else None) for m, s, c in zip(modalities, sums.tolist(), counts.tolist())}
 
 
 def _console_line(record: Dict[str, object]) -> str:
