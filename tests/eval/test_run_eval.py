@@ -77,9 +77,10 @@ def test_checkpoint_choices():
     assert checkpoint_steps([2, 4], "latest", "run") == [4]
     assert checkpoint_steps([2, 4], "all", "run") == [2, 4]
     assert checkpoint_steps([2, 4], "2", "run") == [2]
+    assert checkpoint_steps([2, 4, 6], "6,2", "run") == [2, 6]
     with pytest.raises(ConfigError, match="checkpoints of steps \\[2, 4\\]"):
         checkpoint_steps([2, 4], "3", "run")
-    with pytest.raises(ConfigError, match="latest, all or a step"):
+    with pytest.raises(ConfigError, match="expected latest, all, a step number or steps separated by commas"):
         checkpoint_steps([2, 4], "newest", "run")
     with pytest.raises(ConfigError, match="no checkpoint"):
         checkpoint_steps([], "latest", "run")

@@ -103,6 +103,25 @@ def test_only_the_newest_keep_last_are_kept(tmp_path):
     assert manager.latest() == (tmp_path / "step-00000040", [])
 
 
+def test_multiples_of_keep_every_are_never_pruned(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=1, keep_every=20)
+    for step in (10, 20, 30, 40, 50):
+        save(manager, step)
+    assert manager.steps() == [20, 40, 50]
+    assert manager.verified(20) == tmp_path / "step-00000020"
+
+
+def test_a_step_without_a_good_checkpoint_is_named(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    for step in (10, 20):
+        save(manager, step)
+    with pytest.raises(CheckpointError, match=r"no checkpoint of step 15; it has steps \[10, 20\]"):
+        manager.verified(15)
+    (tmp_path / "step-00000010" / "complete.json").unlink()
+    with pytest.raises(CheckpointError, match="step-00000010: no complete.json"):
+        manager.verified(10)
+
+
 def test_unfinished_saves_of_earlier_steps_are_cleared_by_the_next_save(tmp_path):
     manager = CheckpointManager(tmp_path)
     (tmp_path / "step-00000005.tmp").mkdir(parents=True)
@@ -204,6 +223,8 @@ def test_a_checkpoint_of_another_world_size_is_rejected(tmp_path):
 def test_invalid_arguments_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="keep_last=0"):
         CheckpointManager(tmp_path, keep_last=0)
+    with pytest.raises(ValueError, match="keep_every=-1"):
+        CheckpointManager(tmp_path, keep_every=-1)
     with pytest.raises(ValueError, match="step=-1"):
         CheckpointManager(tmp_path).path_for(-1)
     with pytest.raises(CheckpointError, match="not a complete checkpoint directory"):

@@ -27,6 +27,20 @@ def test_the_model_loads_without_building_an_optimizer(small_corpus, tmp_path, m
         assert torch.equal(trained, loaded), name
 
 
+def test_a_given_step_loads_that_checkpoint_and_keep_every_keeps_it(small_corpus, tmp_path):
+    trainer = Trainer(small_recipe(small_corpus, tmp_path, steps=4, checkpoint_every=3, keep_last=1, keep_every=2),
+                      log=lambda _: None)
+    trainer.train()
+    assert CheckpointManager(tmp_path / "run" / "checkpoints").steps() == [2, 4]  # 3 was saved, then pruned
+    _, at_two = load_run_model(tmp_path / "run", log=lambda _: None, step=2)
+    _, newest = load_run_model(tmp_path / "run", log=lambda _: None)
+    for (name, trained), loaded in zip(trainer.model.state_dict().items(), newest.state_dict().values()):
+        assert torch.equal(trained, loaded), name
+    assert any(not torch.equal(a, b) for a, b in zip(at_two.state_dict().values(), newest.state_dict().values()))
+    with pytest.raises(CheckpointError, match="no checkpoint of step 3"):
+        load_run_model(tmp_path / "run", log=lambda _: None, step=3)
+
+
 def test_a_checkpoint_of_another_architecture_is_refused(small_corpus, tmp_path):
     Trainer(small_recipe(small_corpus, tmp_path, steps=3), log=lambda _: None).train()
     config, model = load_run_model(tmp_path / "run", log=lambda _: None)

@@ -181,3 +181,19 @@ def test_training_off_a_terminal_prints_lines_with_the_time_left(corpus, tmp_pat
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
     assert re.search(r"^step +2 loss [0-9.]+ .* tok/s \(2/4 steps, ~\d+:\d\d left\)$", lines[0]), lines
     assert re.search(r"\(4/4 steps, ~0:00 left\)$", lines[-1]), lines
+
+
+def test_a_corpus_that_gained_a_tokenizer_resumes_and_one_that_changed_one_does_not(small_corpus, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_corpus, corpus)
+    Trainer(small_recipe(corpus, tmp_path / "runs", steps=3), log=lambda _: None).train()
+    manifest_path = corpus / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tokenizers"]["added_later"] = {"fingerprint": "f" * 64}  # as a rerun of mot prepare adds one
+    manifest_path.write_text(json.dumps(manifest))
+    trainer = Trainer(small_recipe(corpus, tmp_path / "runs", steps=4), log=lambda _: None)
+    assert trainer.step == 3
+    manifest["tokenizers"]["text"]["fingerprint"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(TrainingError, match="trained on a corpus with tokenizers"):
+        Trainer(small_recipe(corpus, tmp_path / "runs", steps=4), log=lambda _: None)

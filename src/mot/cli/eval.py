@@ -18,7 +18,7 @@ def add_parser(verbs) -> None:
                                              "FID/KID, attribute agreement, CIDEr-D/BLEU-4, WER")
     add_run(evaluate)
     add_out(evaluate, "the directory of eval.json and eval.md (default RUN)")
-    evaluate.add_argument("--checkpoint", default="latest", metavar="STEP|latest|all",
+    evaluate.add_argument("--checkpoint", default="latest", metavar="STEP[,STEP...]|latest|all",
                           help="the checkpoint(s) to evaluate (default latest)")
     evaluate.add_argument("--split", nargs="+", dest="splits", metavar="SPLIT",
                           help="corpus splits (default: the run's validation splits)")

@@ -75,12 +75,15 @@ def conditional_losses(model: MoTModel, layout: VocabLayout, pairs: Sequence[Pai
                        modality: str) -> Dict[str, Dict[str, float]]:
     """``{"text_to_<modality>": {...}, "<modality>_to_text": {...}}``, each with the summed
     cross-entropy ``nll_sum``, the scored ``tokens``, their mean ``nll`` and ``perplexity``, and
-    the number of ``documents``; also per source under ``by_source``."""
+    the number of ``documents``; also per source under ``by_source``. A document longer than the
+    model's context (``<bos>``, both halves, two markers, ``<eos>``) is left out and counted in
+    ``too_long``."""
     text = layout.modalities[0]
+    fitting = [p for p in pairs if p.text.size + p.other.size + 4 <= model.config.max_seq_len]
     results = {}
     for given, predicted in ((text, modality), (modality, text)):
         by_source: Dict[str, List[float]] = {}
-        for batch_pairs in _chunks(pairs, BATCH_DOCUMENTS):
+        for batch_pairs in _chunks(fitting, BATCH_DOCUMENTS):
             documents = [TokenizedDocument(f"pair:{i}", tuple((m, {text: pair.text, modality: pair.other}[m])
                                                               for m in (given, predicted)))
                          for i, pair in enumerate(batch_pairs)]
@@ -90,7 +93,7 @@ def conditional_losses(model: MoTModel, layout: VocabLayout, pairs: Sequence[Pai
                 sums[0] += total
                 sums[1] += count
                 sums[2] += 1
-        results[direction_name(given, predicted)] = _summary(by_source)
+        results[direction_name(given, predicted)] = {**_summary(by_source), "too_long": len(pairs) - len(fitting)}
     return results
 
 
@@ -118,7 +121,7 @@ def _summary(by_source: Dict[str, List[float]]) -> Dict[str, object]:
         return {"nll": nll, "perplexity": math.exp(nll) if count else float("nan"), "tokens": int(count),
                 "documents": int(documents), "nll_sum": total}
 
-    totals = [sum(values[i] for values in by_source.values()) for i in range(3)]
+    totals = [sum(values[i] for values in by_source.values()) for i in range(3)] if by_source else [0.0, 0, 0]
     return {**entry(*totals), "by_source": {source: entry(*values) for source, values in by_source.items()}}
 
 

@@ -6,7 +6,8 @@ import math
 from typing import Dict, Iterator, List, Tuple
 
 #: entries of a metric's numbers that are counts or breakdowns, not headline numbers
-_DETAIL = {"by_source", "tokens", "documents", "nll_sum", "items", "excluded", "per_item", "samples", "examples"}
+_DETAIL = {"by_source", "tokens", "documents", "nll_sum", "items", "excluded", "per_item", "samples", "examples",
+           "generated", "real", "two_object_items", "too_long"}
 
 
 def headline_numbers(metrics: dict) -> Dict[Tuple[str, str], float]:

@@ -39,7 +39,7 @@ FORMAT = 1
 class EvalOptions:
     """What ``mot eval`` measures, and on how much."""
 
-    #: "latest", "all", or a step
+    #: "latest", "all", a step, or steps separated by commas
     checkpoint: str = "latest"
     #: the corpus splits (default: the run's validation splits)
     splits: Optional[List[str]] = None
@@ -89,7 +89,8 @@ def run_metrics(config: TrainConfig, names: Optional[Sequence[str]]) -> List[str
 
 
 def checkpoint_steps(saved: Sequence[int], choice: str, run_dir: Path) -> List[int]:
-    """The steps ``choice`` ("latest", "all" or a step) names among the ``saved`` ones."""
+    """The steps ``choice`` ("latest", "all", a step or steps separated by commas) names among
+    the ``saved`` ones."""
     if not saved:
         raise ConfigError(f"{run_dir} has no checkpoint to evaluate")
     if choice == "latest":
@@ -97,12 +98,15 @@ def checkpoint_steps(saved: Sequence[int], choice: str, run_dir: Path) -> List[i
     if choice == "all":
         return list(saved)
     try:
-        step = int(choice)
+        steps = [int(part) for part in choice.split(",")]
     except ValueError:
-        raise ConfigError(f"--checkpoint {choice}: expected latest, all or a step number") from None
-    if step not in saved:
-        raise ConfigError(f"--checkpoint {step}: {run_dir} has checkpoints of steps {list(saved)}")
-    return [step]
+        raise ConfigError(f"--checkpoint {choice}: expected latest, all, a step number or steps separated by "
+                          f"commas") from None
+    missing = [step for step in steps if step not in saved]
+    if missing:
+        raise ConfigError(f"--checkpoint {choice}: {run_dir} has no checkpoint of step {missing[0]}; it has "
+                          f"checkpoints of steps {list(saved)}")
+    return sorted(set(steps))
 
 
 def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, metrics: Sequence[str],

@@ -79,6 +79,11 @@ def fraction_to_match_final(reference_steps: Sequence[int], reference_losses: Se
     return None if reached is None else reached / reference_steps[-1]
 
 
+def share_text(value: Optional[float]) -> str:
+    """A step-matching share as the reports print it: ``"45.5%"`` or ``"not reached"``."""
+    return "not reached" if value is None else f"{100 * value:.1f}%"
+
+
 def _check_curve(name: str, steps: Sequence[float], losses: Sequence[float]) -> None:
     """A :class:`ValueError` naming the curve and the problem, unless the curve is usable."""
     if len(steps) != len(losses):

@@ -8,7 +8,10 @@
    stopped and started again at any point.
 3. In the Transfusion setting, with ``samples.prompts``: draw every architecture's images for the
    same prompts and captions for the same validation images (``samples.py``).
-4. Write the report (``report.py``): losses, step matching, plots, samples, ``results.json``.
+4. With ``eval.every``: measure every architecture's kept checkpoints with ``mot eval``
+   (``metric_curves.py``); the metrics asked for are checked against the setting before step 1.
+5. Write the report (``report.py``): losses, step matching, plots, samples, metrics over
+   training, ``results.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..runs.checkpoints import CheckpointManager
 from ..runs.recipe import TrainConfig
 from ..runs.resolve import resolve_recipe
 from .experiment import ExperimentConfig, architecture_recipes
+from .metric_curves import eval_metrics, evaluate_over_training
 from .report import collect_run, write_report
 
 
@@ -68,6 +72,7 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
     # every architecture checked against the corpus before the first one trains
     resolved = {label: resolve_recipe(recipe)[0] for label, recipe in recipes.items()}
     accounting = check_flops(resolved, experiment.reference, experiment.flops_matched)
+    metrics = {label: eval_metrics(config, experiment.eval.metrics) for label, config in resolved.items()}
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
         f"{first.steps} steps each; FLOPs per token "
         f"{'match' if experiment.flops_matched else 'compared with'} the reference {experiment.reference!r}:")
@@ -91,6 +96,10 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
         directory = experiment.directory / "report"
         directory.mkdir(parents=True, exist_ok=True)
         samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
-    report = write_report(experiment, results, variant, samples)
+    over_training = None
+    if experiment.eval.every:
+        seconds = evaluate_over_training(recipes, metrics, experiment.eval, log)
+        over_training = {"run_dirs": {label: recipe.run_dir for label, recipe in recipes.items()}, "seconds": seconds}
+    report = write_report(experiment, results, variant, samples, over_training)
     log(f"report: {report / 'report.md'}")
     return report

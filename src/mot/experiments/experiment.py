@@ -15,6 +15,7 @@
     flops_matched: true                     # false: architectures may cost different FLOPs per token
     samples:                                # Transfusion: images for the same prompts from each
       prompts: ["a red circle on a blue background"]
+    eval: {every: 200, metrics: [fid, cider]}  # metrics over training (``mot eval``; metric_curves.py)
 
 Every architecture gets the same data order, seed and schedule (only the model differs), and its
 own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
@@ -60,6 +61,26 @@ class SamplesConfig:
 
 
 @dataclass
+class EvalSchedule:
+    """Metrics over training: each architecture's checkpoints at every multiple of ``every`` steps
+    (kept for it: ``keep_every``) and its last one, measured by ``mot eval``. 0: none."""
+
+    every: int = 0
+    #: ``mot eval`` metrics (default: every one the setting supports except ``loss``, which the
+    #: trainer logs already)
+    metrics: List[str] = field(default_factory=list)
+    #: generated images, captions and utterances per generation metric and split
+    samples: int = 64
+    #: documents per source for the conditional perplexities
+    pairs: int = 32
+    #: corpus splits (default: the recipe's validation splits)
+    splits: List[str] = field(default_factory=list)
+    seed: int = 0
+    #: Transfusion: denoising steps per drawn image
+    denoising_steps: int = 25
+
+
+@dataclass
 class ExperimentConfig:
     """What ``mot compare`` trains and compares."""
 
@@ -77,6 +98,7 @@ class ExperimentConfig:
     #: whether every architecture must cost the reference's FLOPs per token (within its routers)
     flops_matched: bool = True
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    eval: EvalSchedule = field(default_factory=EvalSchedule)
 
     def __post_init__(self) -> None:
         if not self.architectures:
@@ -98,6 +120,10 @@ class ExperimentConfig:
             value = getattr(self.samples, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"samples.{name}={value!r}: must be an integer >= 0")
+        for name in ("every", "samples", "pairs", "denoising_steps"):
+            value = getattr(self.eval, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "every" else 1):
+                raise ConfigError(f"eval.{name}={value!r}: must be an integer >= {0 if name == 'every' else 1}")
 
     @property
     def directory(self) -> Path:
@@ -119,6 +145,8 @@ def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = 
             raise ConfigError(f"--variant {variant}: the experiment has variants {sorted(experiment.variants)}")
         shared += experiment.variants[variant]
     placement = [f"out_dir={experiment.directory / 'runs'}"]
+    if experiment.eval.every:  # the checkpoints the metrics over training are measured on
+        placement.append(f"keep_every={experiment.eval.every}")
     base = load_recipe(experiment.recipe, shared + placement)
     recipes = {}
     for label, own in experiment.architectures.items():

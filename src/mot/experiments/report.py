@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..eval.caption_use import caption_use_table
-from ..eval.step_matching import fraction_to_match_final, smooth, step_matching_curve
+from ..eval.step_matching import fraction_to_match_final, share_text, smooth, step_matching_curve
 from ..io.figures import save_figure
 from ..io.files import atomic_write
 from ..runs.metrics import read_metrics
 from ..runs.recipe import TrainConfig
 from ..runs.run_dir import read_environment
 from .experiment import ExperimentConfig
+from .metric_curves import METRICS_PLOT, metric_curves, metric_markdown, metric_plot, metric_step_matching
 
 ALL = "all"  # the loss over every trained position
 
@@ -72,30 +73,40 @@ def step_matching(results: Dict[str, dict], reference: str, smoothing: float) ->
     return matched
 
 
-def _percent(value: Optional[float]) -> str:
-    return "not reached" if value is None else f"{100 * value:.1f}%"
-
-
 def _final(points: List[list]) -> str:
     return f"{points[-1][1]:.3f}" if points else "-"
 
 
 def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant: Optional[str],
-                 samples: Optional[dict] = None) -> Path:
+                 samples: Optional[dict] = None, over_training: Optional[dict] = None) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
-    (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions)."""
+    (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
+    with ``over_training``, ``{"run_dirs", "seconds"}`` of the metrics over training)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
     plots = _plots(results, matching, experiment, directory)
+    metrics = _metrics_over_training(over_training, experiment.reference, directory)
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
-            "step_matching": matching, "plots": plots, "samples": samples}
+            "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics}
     as_json = json.dumps(data, indent=1) + "\n"
     atomic_write(directory / "results.json", lambda path: Path(path).write_text(as_json))
     text = _markdown(experiment, results, matching, plots, variant) + _samples_markdown(samples)
+    if metrics:
+        text += "\n".join(metric_markdown(metrics["curves"], metrics["step_matching"], experiment.reference,
+                                          metrics["plot"], metrics["seconds"])) + "\n"
     atomic_write(directory / "report.md", lambda path: Path(path).write_text(text))
     return directory
+
+
+def _metrics_over_training(over_training: Optional[dict], reference: str, directory: Path) -> Optional[dict]:
+    if not over_training:
+        return None
+    curves = metric_curves(over_training["run_dirs"])
+    plot = metric_plot(curves, directory / METRICS_PLOT)
+    return {"curves": curves, "step_matching": metric_step_matching(curves, reference),
+            "plot": plot.name if plot else None, "seconds": over_training["seconds"]}
 
 
 def _samples_markdown(samples: Optional[dict]) -> str:
@@ -175,7 +186,7 @@ def _markdown(experiment, results, matching, plots, variant) -> str:
               f"validation losses as measured. Below 100%: faster than the reference.", "",
               "| architecture | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for label, by in matching.items():
-        lines.append(f"| {label} | " + " | ".join(_percent(by.get(n, {}).get("fraction")) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(share_text(by.get(n, {}).get("fraction")) for n in names) + " |")
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
     return "\n".join(lines) + "\n"
 

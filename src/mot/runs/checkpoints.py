@@ -186,11 +186,15 @@ def _verify(path: Path, step: int) -> Optional[str]:
 class CheckpointManager:
     """Saves, finds and loads the training checkpoints of one run directory."""
 
-    def __init__(self, directory: str | Path, keep_last: int = 3):
+    def __init__(self, directory: str | Path, keep_last: int = 3, keep_every: int = 0):
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last={keep_last!r}: must be an integer >= 1")
+        if isinstance(keep_every, bool) or not isinstance(keep_every, int) or keep_every < 0:
+            raise ValueError(f"keep_every={keep_every!r}: must be an integer >= 0")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        #: checkpoints of steps that are multiples of it are never pruned (0: none are kept)
+        self.keep_every = keep_every
         #: checkpoints whose hashes :meth:`latest` has checked: :meth:`load` does not hash them again
         self._verified: set = set()
 
@@ -205,8 +209,9 @@ class CheckpointManager:
         with DCP and ``per_rank`` (this rank's own values: tensors, numbers, strings, lists and
         dicts of them, read back with ``weights_only=True``), then commit; return the directory.
 
-        A checkpoint of the same step is replaced; complete checkpoints beyond ``keep_last``,
-        and unfinished ``.tmp`` directories of earlier steps, are deleted.
+        A checkpoint of the same step is replaced; complete checkpoints beyond ``keep_last``
+        (except those of multiples of ``keep_every``), and unfinished ``.tmp`` directories of
+        earlier steps, are deleted.
         """
         final = self.path_for(step)
         staging = final.with_name(final.name + ".tmp")
@@ -254,8 +259,9 @@ class CheckpointManager:
             elif (match := _TMP_DIR.match(entry.name)) and int(match.group(1)) < saved_step:
                 unfinished.append(entry)
         complete.sort()
-        for _, entry in complete[:-self.keep_last]:
-            shutil.rmtree(entry)
+        for step, entry in complete[:-self.keep_last]:
+            if not (self.keep_every and step % self.keep_every == 0):
+                shutil.rmtree(entry)
         for entry in unfinished:
             shutil.rmtree(entry)
 

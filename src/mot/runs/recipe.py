@@ -114,6 +114,9 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 100
     keep_last: int = 3
+    #: also save a checkpoint at every multiple of this step, and never delete it (what ``mot eval``
+    #: reads to follow metrics over training); 0: none
+    keep_every: int = 0
     #: auto: bf16 autocast on a GPU, fp32 on a CPU
     precision: str = "auto"
     compile: bool = False
@@ -144,6 +147,8 @@ def validate_recipe(c: TrainConfig) -> None:
         positive(f"data.{name}", getattr(c.data, name))
     _validate_diffusion(c.diffusion)
     positive("spike_skip.window", c.spike_skip.window)
+    if isinstance(c.keep_every, bool) or not isinstance(c.keep_every, int) or c.keep_every < 0:
+        raise ConfigError(f"keep_every={c.keep_every!r}: must be an integer >= 0")
     if isinstance(c.gpus, bool) or not isinstance(c.gpus, int) or c.gpus < 0:
         raise ConfigError(f"gpus={c.gpus!r}: must be an integer >= 0")
     if c.data.setting not in SETTINGS:

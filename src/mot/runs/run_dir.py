@@ -11,7 +11,7 @@
 
 Starting a run in a directory that holds another run's config is refused (naming the fields that
 differ), so nothing is overwritten by mistake; the loop's cadence (``steps``, intervals,
-``keep_last``) and ``compile`` / ``activation_checkpointing`` may change between a run and its
+``keep_last``, ``keep_every``) and ``compile`` / ``activation_checkpointing`` may change between a run and its
 resumption.
 """
 
@@ -39,7 +39,7 @@ ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 #: fields that may differ between a run and its resumption: the loop's cadence, and how (not what)
 #: it computes
-RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "keep_last", "device",
+RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "keep_last", "keep_every", "device",
                      "data.valid_batches", "data.valid_splits", "compile", "activation_checkpointing")
 
 

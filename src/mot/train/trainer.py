@@ -88,7 +88,7 @@ class Trainer:
         self.modalities = list(config.model.modalities)
         self.objective = make_objective(config, self.modalities, self.context.rank)
         self.loader = train_loader or self._loader("train", config.seed)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last)
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last, config.keep_every)
         self.step = 0
         self.recent_losses: collections.deque = collections.deque(maxlen=config.spike_skip.window)
         self.flops_per_token = flops_per_token(config.model, config.data.seq_len).training
@@ -130,9 +130,12 @@ class Trainer:
             return
         state = model_optimizer_state(self.model, self.optimizer)
         per_rank = self.checkpoints.load(path, state)
-        if per_rank["tokenizers"] != self.corpus.fingerprints():
+        # every tokenizer the run was trained with must be unchanged; what a rerun of `mot prepare` added
+        # since (a vocoder, the evaluation feature network) changes no token
+        corpus_fingerprints = self.corpus.fingerprints()
+        if any(corpus_fingerprints.get(name) != value for name, value in per_rank["tokenizers"].items()):
             raise TrainingError(f"{path} was trained on a corpus with tokenizers {per_rank['tokenizers']}, but "
-                                f"{self.config.data.corpus} has {self.corpus.fingerprints()}")
+                                f"{self.config.data.corpus} has {corpus_fingerprints}")
         load_model_optimizer_state(self.model, self.optimizer, state)
         self.loader.load_state_dict(per_rank["loader"])
         restore_rng_state(per_rank["rng"])
@@ -254,7 +257,8 @@ class Trainer:
                 if self.step % config.eval_every == 0 or end:
                     last_valid = {"step": self.step, "kind": "valid", "loss": self.evaluate()}
                     logger.log(last_valid, _console_line(last_valid))
-                if self.step % config.checkpoint_every == 0 or end:
+                kept = config.keep_every and self.step % config.keep_every == 0
+                if self.step % config.checkpoint_every == 0 or kept or end:
                     self.save()
         finally:
             logger.close()

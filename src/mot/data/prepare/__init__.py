@@ -13,15 +13,19 @@ to a temporary name and renamed when complete, so an interrupted run loses nothi
    discrete settings; ``vae``: the KL-VAE of Transfusion), and (with ``speech_utterances`` /
    ``speech_sentences``) 25 Hz speech units fitted on spoken captions and sentences synthesized by
    espeak-ng / flite.
+   **evaluation** (:mod:`.evaluation_sets`): the held-out real images, captions and labels of every
+   captioned-image source under ``evaluation/``, and (``feature_steps`` > 0) the image feature
+   network of FID/KID and attribute agreement, trained on the train split's labelled images.
 3. **shards** (:mod:`.shard_writing`), one per source and split, in the layouts of :mod:`.streams`
    (Chameleon, Chameleon+Speech) under ``shards/``; with the VAE, the Transfusion form of every
    source with images under ``latent_shards/``. One corpus serves every setting: a text-and-image
    model reads the shards without speech through its own vocabulary (``ShardReader`` translates
    the ids).
 4. **manifest.json** (:mod:`.records`): the config, the vocabulary layouts, the tokenizers'
-   fingerprints and metrics, every shard's kind and counts per modality (keyed by its path), the
-   skipped sources, the bad documents skipped from ``jsonl`` corpora (with ``skip_bad``) and each
-   stage's time.
+   fingerprints and metrics (the feature network's: its held-out accuracy per head), the
+   evaluation sets, every shard's kind and counts per modality (keyed by its path), the skipped
+   sources, the bad documents skipped from ``jsonl`` corpora (with ``skip_bad``) and each stage's
+   time.
 
 Your own corpora enter through ``jsonl`` (files in the document format of ``docs/data.md``); a bad
 document stops the run with an error naming the file, line, document and problem, or with
@@ -45,6 +49,7 @@ import torch
 from ...tokenizers.vocab import VocabLayout
 from . import streams
 from .config import PrepareConfig, PrepareError
+from .evaluation_sets import FEATURES, evaluation_stage
 from .gathering import gather_sources, split_indices, train_images, train_texts
 from .records import MANIFEST, check_same_config, write_json
 from .shard_writing import write_shards
@@ -73,6 +78,9 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
         for kind in config.image_tokenizers:
             image_models[kind], metrics = image_tokenizer(kind, out, images, config, log)
             tokenizers[f"image_{kind}"] = {"fingerprint": image_models[kind].fingerprint(), "metrics": metrics}
+    evaluation, features = evaluation_stage(out, sources, config, log)
+    if features is not None:
+        tokenizers[FEATURES] = features
     vq, vae = image_models.get("vq"), image_models.get("vae")
     modality_sizes = {"text": text.vocab_size, **({"image": vq.codebook_size} if vq is not None else {})}
     speech_documents, speech_units = {}, None
@@ -102,7 +110,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
 
     manifest = {"name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
                 **({"latent": latent} if latent else {}), "tokenizers": tokenizers, "shards": shards,
-                "skipped_sources": skipped, "bad_documents": bad_documents, "seconds": timings}
+                "evaluation": evaluation, "skipped_sources": skipped, "bad_documents": bad_documents,
+                "seconds": timings}
     path = out / MANIFEST
     write_json(path, manifest)
     return path

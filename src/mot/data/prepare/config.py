@@ -48,6 +48,8 @@ class PrepareConfig:
     speech_units: int = 500
     #: training steps of the unit vocoder (units -> log-mel -> audio, what ``mot generate`` plays); 0: none
     vocoder_steps: int = 1000
+    #: training steps of the image feature network (FID/KID features, attribute agreement); 0: none
+    feature_steps: int = 1500
     #: your own corpora: JSONL files in the document format (docs/data.md), one source each
     jsonl: List[str] = field(default_factory=list)
     #: skip (and count in the manifest) bad documents of ``jsonl`` instead of stopping
@@ -57,7 +59,7 @@ class PrepareConfig:
         from ...config import ConfigError, check_number
 
         for name in ("shapescenes", "digits", "fashion_mnist", "emoji", "text_documents", "vq_steps", "vae_steps",
-                     "speech_utterances", "speech_sentences", "shapescenes_heldout", "vocoder_steps"):
+                     "speech_utterances", "speech_sentences", "shapescenes_heldout", "vocoder_steps", "feature_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
         unknown = set(self.image_tokenizers) - {"vq", "vae"}

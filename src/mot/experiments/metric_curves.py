@@ -1,0 +1,164 @@
+"""Metrics over training in ``mot compare`` (``eval: {every: N, metrics: [...]}`` in an experiment):
+each architecture's checkpoints at every multiple of ``N`` steps (kept by ``keep_every``) and its
+last one measured by ``mot eval``, then per metric a curve per architecture, and step matching on
+each metric as on the losses: the share of the reference's steps an architecture needs to reach
+the reference's final value (the paper's Transfusion figures track FID, CLIP score and CIDEr so).
+
+A checkpoint already measured with the same settings (its ``eval.json`` entry) is not measured
+again, so an interrupted comparison resumes its evaluation too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from ..eval.run_eval import EvalOptions, evaluate_run, read_results, run_metrics
+from ..eval.step_matching import fraction_to_match_final, share_text
+from ..io.figures import save_figure
+from ..runs.checkpoints import CheckpointManager
+from ..runs.recipe import TrainConfig
+
+METRICS_PLOT = "metrics.png"
+#: metrics for which more is better (the rest: less is better)
+HIGHER_IS_BETTER = ("attributes", "cider", "bleu")
+
+
+def eval_metrics(config: TrainConfig, names: List[str]) -> List[str]:
+    """The metrics an architecture is followed by: ``names`` checked against its setting, or every
+    one it supports but ``loss`` (which the trainer logs already)."""
+    return run_metrics(config, names) if names else [m for m in run_metrics(config, None) if m != "loss"]
+
+
+def eval_options(schedule, steps: List[int], metrics: List[str]) -> EvalOptions:
+    """The ``mot eval`` options of an experiment's ``eval`` section for ``steps``."""
+    return EvalOptions(checkpoint=",".join(map(str, steps)), splits=list(schedule.splits) or None, metrics=metrics,
+                       pairs=schedule.pairs, samples=schedule.samples, seed=schedule.seed,
+                       denoising_steps=schedule.denoising_steps)
+
+
+def evaluate_over_training(recipes: Dict[str, TrainConfig], metrics: Dict[str, List[str]], schedule,
+                           log: Callable[[str], None]) -> Dict[str, float]:
+    """Measure every architecture's kept checkpoints not measured yet; returns seconds per label."""
+    seconds = {}
+    for label, recipe in recipes.items():
+        saved = CheckpointManager(recipe.run_dir / "checkpoints", recipe.keep_last, recipe.keep_every).steps()
+        wanted = [s for s in saved if s % schedule.every == 0 or s == recipe.steps]
+        todo = [s for s in wanted if not _measured(recipe.run_dir, s, schedule, metrics[label])]
+        started = time.perf_counter()
+        if todo:
+            log(f"eval {label}: steps {todo} ({', '.join(metrics[label])})")
+            evaluate_run(recipe.run_dir, eval_options(schedule, todo, metrics[label]), log=lambda _: None)
+        seconds[label] = time.perf_counter() - started
+    return seconds
+
+
+def _measured(run_dir: Path, step: int, schedule, metrics: List[str]) -> bool:
+    entry = read_results(run_dir)["checkpoints"].get(str(step))
+    if entry is None:
+        return False
+    wanted = asdict(eval_options(schedule, [], metrics))
+    ignored = ("checkpoint", "metrics")
+    return all(name in entry["metrics"] and {k: v for k, v in entry["options"][name].items() if k not in ignored}
+               == {k: v for k, v in wanted.items() if k not in ignored} for name in metrics)
+
+
+def headline(metrics: dict) -> Dict[str, float]:
+    """The numbers a comparison follows, by curve name (``"fid valid"``, ``"perplexity valid
+    text_to_image"``, ``"attributes valid all"``, ...), of one checkpoint's metrics."""
+    found = {}
+    for name, by_split in metrics.items():
+        for split, numbers in by_split.items():
+            if name == "loss":
+                continue
+            if name == "perplexity":
+                found.update({f"perplexity {split} {d}": e["perplexity"] for d, e in numbers.items()})
+            elif name == "attributes":
+                found[f"attributes {split} all"] = numbers["all"]
+            elif name == "speech_units":
+                found[f"speech_units {split} js"] = numbers["unit_js_distance"]
+                found[f"speech_units {split} duration"] = numbers["duration_error_relative"]
+            else:
+                found[f"{name} {split}"] = numbers["value"]
+    return found
+
+
+def metric_curves(run_dirs: Dict[str, Path]) -> Dict[str, Dict[str, List[list]]]:
+    """``{curve name: {label: [[step, value], ...]}}`` from each architecture's ``eval.json``."""
+    curves: Dict[str, Dict[str, List[list]]] = {}
+    for label, run_dir in run_dirs.items():
+        for step, entry in read_results(run_dir)["checkpoints"].items():
+            for name, value in headline(entry["metrics"]).items():
+                if value is None or not math.isfinite(value):  # nothing was scored at that checkpoint
+                    continue
+                curves.setdefault(name, {}).setdefault(label, []).append([int(step), value])
+    for by_label in curves.values():
+        for points in by_label.values():
+            points.sort()
+    return curves
+
+
+def metric_step_matching(curves: Dict[str, Dict[str, List[list]]], reference: str) -> Dict[str, Dict[str, Optional[float]]]:
+    """``{curve: {label: share of the reference's steps to reach its final value}}`` (``None``:
+    never reached); values where more is better are negated first."""
+    matched: Dict[str, Dict[str, Optional[float]]] = {}
+    for name, by_label in curves.items():
+        if reference not in by_label:
+            continue
+        sign = -1.0 if name.split()[0] in HIGHER_IS_BETTER else 1.0
+        ref_steps, ref_values = zip(*((s, sign * v) for s, v in by_label[reference]))
+        matched[name] = {}
+        for label, points in by_label.items():
+            if label != reference:
+                steps, values = zip(*((s, sign * v) for s, v in points))
+                matched[name][label] = fraction_to_match_final(ref_steps, ref_values, steps, values)
+    return matched
+
+
+def metric_plot(curves: Dict[str, Dict[str, List[list]]], path: Path) -> Optional[Path]:
+    """One panel per curve, a line per architecture."""
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(4, len(curves))
+    rows = -(-len(curves) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
+    for axis in axes.flat[len(curves):]:
+        axis.axis("off")
+    for axis, (name, by_label) in zip(axes.flat, curves.items()):
+        for label, points in by_label.items():
+            axis.plot(*zip(*points), marker="o", markersize=3, label=label)
+        better = "higher" if name.split()[0] in HIGHER_IS_BETTER else "lower"
+        axis.set(title=f"{name} ({better} is better)", xlabel="step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return save_figure(figure, path, dpi=100)
+
+
+def metric_markdown(curves: Dict[str, Dict[str, List[list]]], matching: Dict[str, Dict[str, Optional[float]]],
+                    reference: str, plot: Optional[str], seconds: Dict[str, float]) -> List[str]:
+    """The report's section: final values, step matching per metric, the plot and the cost."""
+    if not curves:
+        return []
+    labels = list(next(iter(curves.values())))
+    lines = ["", "## Metrics over training", "",
+             f"Each architecture's kept checkpoints measured by `mot eval`; step matching: the share of "
+             f"`{reference}`'s steps needed to reach its final value (below 100%: faster).", "",
+             "| metric | " + " | ".join(f"final {label}" for label in labels) + " | "
+             + " | ".join(f"{label} steps" for label in labels if label != reference) + " |",
+             "|---|" + "---:|" * (2 * len(labels) - 1)]
+    for name, by_label in curves.items():
+        finals = [f"{by_label[label][-1][1]:.4g}" if label in by_label else "-" for label in labels]
+        shares = [share_text(matching.get(name, {}).get(label)) for label in labels if label != reference]
+        lines.append(f"| {name} | " + " | ".join(finals + shares) + " |")
+    if plot:
+        lines += ["", f"![metrics over training]({plot})"]
+    lines += ["", "Evaluation time: " + ", ".join(f"{label} {s / 60:.1f} min" for label, s in seconds.items()) + "."]
+    return lines

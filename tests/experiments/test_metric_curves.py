@@ -1,0 +1,77 @@
+"""Metrics over training in `mot compare`: kept checkpoints measured by `mot eval`, curves, step
+matching on each metric (more-is-better metrics the right way round), resumed without re-measuring."""
+
+import json
+
+import pytest
+
+from mot.config import ConfigError
+from mot.experiments.compare import run_compare
+from mot.experiments.experiment import EvalSchedule, ExperimentConfig
+from mot.experiments.metric_curves import headline, metric_step_matching
+
+from tests.helpers import experiment_recipe
+
+
+def test_headline_numbers_of_each_metric():
+    metrics = {"loss": {"valid": {"text": 4.0}},
+               "perplexity": {"valid": {"text_to_image": {"perplexity": 30.0, "nll": 3.4}}},
+               "fid": {"valid": {"value": 12.5, "generated": 64}},
+               "attributes": {"heldout": {"background": 0.9, "all": 0.4}},
+               "speech_units": {"valid": {"unit_js_distance": 0.2, "duration_error_relative": 0.3}}}
+    assert headline(metrics) == {"perplexity valid text_to_image": 30.0, "fid valid": 12.5,
+                                 "attributes heldout all": 0.4, "speech_units valid js": 0.2,
+                                 "speech_units valid duration": 0.3}
+
+
+def test_step_matching_on_metrics_where_less_or_more_is_better():
+    curves = {"fid valid": {"dense": [[100, 30.0], [200, 20.0]], "mot": [[100, 25.0], [200, 15.0]]},
+              "cider valid": {"dense": [[100, 0.2], [200, 0.4]], "mot": [[100, 0.4], [200, 0.6]]},
+              "bleu valid": {"dense": [[100, 0.2], [200, 0.4]], "mot": [[100, 0.1], [200, 0.3]]}}
+    matched = metric_step_matching(curves, "dense")
+    assert matched["fid valid"]["mot"] == pytest.approx(150 / 200)  # 25 -> 15 crosses 20 half-way
+    assert matched["cider valid"]["mot"] == pytest.approx(100 / 200)  # already at 0.4 at step 100
+    assert matched["bleu valid"]["mot"] is None  # never reaches 0.4
+
+
+def experiment(corpus, out, **fields):
+    recipe = experiment_recipe(corpus, out, steps=4)
+    return ExperimentConfig(name="followed", recipe=str(recipe), out_dir=str(out), overrides=["model.max_seq_len=128"],
+                            architectures={"dense": ["architecture=dense"], "mot": ["architecture=mot"]},
+                            **fields)
+
+
+def test_a_comparison_follows_its_metrics_over_training_and_resumes_without_remeasuring(small_corpus, tmp_path,
+                                                                                         monkeypatch):
+    config = experiment(small_corpus, tmp_path, eval=EvalSchedule(every=2, metrics=["perplexity"], pairs=2))
+    report = run_compare(config, log=lambda _: None)
+    results = json.loads((report / "results.json").read_text())
+    curves = results["metrics_over_training"]["curves"]
+    assert curves["perplexity valid text_to_image"]["mot"][0][0] == 2
+    assert [step for step, _ in curves["perplexity valid text_to_image"]["dense"]] == [2, 4]
+    assert "mot" in results["metrics_over_training"]["step_matching"]["perplexity valid image_to_text"]
+    text = (report / "report.md").read_text()
+    assert "## Metrics over training" in text and (report / "metrics.png").stat().st_size > 1000
+    evaluated = json.loads((config.directory / "runs" / "mot" / "eval.json").read_text())
+    assert list(evaluated["checkpoints"]) == ["2", "4"]
+
+    import mot.experiments.metric_curves as module
+
+    calls = []
+    monkeypatch.setattr(module, "evaluate_run", lambda *args, **kwargs: calls.append(args))
+    run_compare(config, log=lambda _: None)
+    assert calls == []  # every kept checkpoint was measured with these settings already
+
+
+def test_a_metric_the_setting_cannot_support_fails_before_training(small_corpus, tmp_path):
+    config = experiment(small_corpus, tmp_path, eval=EvalSchedule(every=2, metrics=["wer"]))
+    with pytest.raises(ConfigError, match="wer needs a model of speech"):
+        run_compare(config, log=lambda _: None)
+    assert not (tmp_path / "followed" / "runs").exists()
+
+
+def test_eval_schedule_values_are_checked(small_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="eval.every=-1"):
+        experiment(small_corpus, tmp_path, eval=EvalSchedule(every=-1))
+    with pytest.raises(ConfigError, match="eval.samples=0"):
+        experiment(small_corpus, tmp_path, eval=EvalSchedule(every=2, samples=0))
