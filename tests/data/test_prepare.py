@@ -38,7 +38,7 @@ def test_manifest_describes_the_corpus(corpus):
     layout = VocabLayout.from_dict(manifest["vocab"])
     assert layout.modality_sizes == {"text": 300, "image": 1000}
     assert len(manifest["tokenizers"]["text"]["fingerprint"]) == 16
-    assert set(manifest["seconds"]) == {"documents", "text_tokenizer", "image_tokenizers", "shards"}
+    assert set(manifest["seconds"]) == {"documents", "text_tokenizer", "image_tokenizers", "evaluation", "shards"}
 
 
 def test_the_loader_and_the_model_take_the_shards(corpus):

@@ -71,6 +71,6 @@ def test_speech_is_transcribed_and_spoken_against_the_real_utterances(chameleon_
     scores = speech_scores(speaking, texts, units, ["wer", "speech_units"], EvalOptions(seed=1))
     assert scores["wer"]["value"] >= 0 and scores["wer"]["items"] == 2
     spoken = scores["speech_units"]
-    assert spoken["duration_error_seconds"] >= 0 and spoken["items"] == 2
+    assert spoken["duration_error_seconds"] >= 0 and spoken["items"] == 2 and spoken["self_transcript_wer"] >= 0
     assert spoken["unit_js_distance"] is None or 0 <= spoken["unit_js_distance"] <= 1
     assert speech_scores(speaking, texts, units, ["wer", "speech_units"], EvalOptions(seed=1)) == scores

@@ -121,3 +121,16 @@ def test_mot_eval_command_writes_into_the_run_directory_by_default(run, tmp_path
     assert (copy / EVAL_JSON).is_file() and (copy / EVAL_MD).is_file()
     assert main(["eval", str(copy), "--metrics", "cider", "--checkpoint", "3"]) == 2
     assert "checkpoints of steps [2, 4]" in capsys.readouterr().err
+
+
+def test_documents_longer_than_the_models_context_are_counted_not_scored(run):
+    from mot.data.settings import open_corpus
+    from mot.eval.conditional import conditional_losses, paired_documents
+    from mot.runs.model import load_run_model
+
+    config, model = load_run_model(run, log=quiet)
+    corpus = open_corpus(config.data.corpus)
+    pairs = paired_documents(corpus, "chameleon", "valid", "image", 2)
+    model.config.max_seq_len = min(len(p.text) + len(p.other) for p in pairs) + 3  # one token short for all
+    result = conditional_losses(model, corpus.layout("chameleon"), pairs, "image")["text_to_image"]
+    assert result["too_long"] == len(pairs) and result["documents"] == 0 and result["tokens"] == 0

@@ -17,10 +17,10 @@ def test_headline_numbers_of_each_metric():
     metrics = {"loss": {"valid": {"text": 4.0}},
                "perplexity": {"valid": {"text_to_image": {"perplexity": 30.0, "nll": 3.4}}},
                "fid": {"valid": {"value": 12.5, "generated": 64}},
-               "attributes": {"heldout": {"background": 0.9, "all": 0.4}},
+               "attributes": {"heldout": {"background": 0.9, "count": 0.5, "relation": None, "all": 0.4}},
                "speech_units": {"valid": {"unit_js_distance": 0.2, "duration_error_relative": 0.3}}}
     assert headline(metrics) == {"perplexity valid text_to_image": 30.0, "fid valid": 12.5,
-                                 "attributes heldout all": 0.4, "speech_units valid js": 0.2,
+                                 "attributes heldout mean": 0.7, "speech_units valid js": 0.2,
                                  "speech_units valid duration": 0.3}
 
 

@@ -13,7 +13,8 @@ and what it made is scored against the corpus's held-out documents.
 * **Speech** (the held-out utterances of the speech shards, whose texts are known):
   ``wer``: word error rate of greedy transcripts; ``speech_units``: for utterances spoken from
   the texts, the duration error and the Jensen-Shannon distance of the unit distributions to the
-  real ones (there is no recogniser of generated speech to transcribe them with).
+  real ones, and the WER of the model's own transcripts of what it said (no independent
+  recogniser of generated speech exists here, so that one is circular and named so).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def speech_scores(pipeline, texts: Sequence[str], units: Sequence[np.ndarray], n
             # None: the model said nothing at all, so there is no distribution to compare
             "unit_js_distance": (unit_distribution_distance(spoken, units, stop - start)
                                  if any(len(u) for u in spoken) else None),
+            # the only units -> text model at hand is the model itself: its own reading of what it said
+            # (circular: a model that speaks and reads in the same wrong way scores well)
+            "self_transcript_wer": word_error_rate(pipeline.speech_to_text(spoken), texts),
             "items": len(texts)}
     return found
 

@@ -98,8 +98,8 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
         samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
     over_training = None
     if experiment.eval.every:
-        seconds = evaluate_over_training(recipes, metrics, experiment.eval, log)
-        over_training = {"run_dirs": {label: recipe.run_dir for label, recipe in recipes.items()}, "seconds": seconds}
+        evaluate_over_training(recipes, metrics, experiment.eval, log)
+        over_training = {label: recipe.run_dir for label, recipe in recipes.items()}
     report = write_report(experiment, results, variant, samples, over_training)
     log(f"report: {report / 'report.md'}")
     return report

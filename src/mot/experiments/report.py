@@ -20,7 +20,8 @@ from ..runs.metrics import read_metrics
 from ..runs.recipe import TrainConfig
 from ..runs.run_dir import read_environment
 from .experiment import ExperimentConfig
-from .metric_curves import METRICS_PLOT, metric_curves, metric_markdown, metric_plot, metric_step_matching
+from .metric_curves import (METRICS_PLOT, evaluation_seconds, metric_curves, metric_markdown, metric_plot,
+                            metric_step_matching)
 
 ALL = "all"  # the loss over every trained position
 
@@ -81,7 +82,8 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
                  samples: Optional[dict] = None, over_training: Optional[dict] = None) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
     (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
-    with ``over_training``, ``{"run_dirs", "seconds"}`` of the metrics over training)."""
+    with ``over_training``, ``{label: run directory}``: the metrics over training are read from
+    their ``eval.json``)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
@@ -103,10 +105,10 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
 def _metrics_over_training(over_training: Optional[dict], reference: str, directory: Path) -> Optional[dict]:
     if not over_training:
         return None
-    curves = metric_curves(over_training["run_dirs"])
+    curves = metric_curves(over_training)
     plot = metric_plot(curves, directory / METRICS_PLOT)
     return {"curves": curves, "step_matching": metric_step_matching(curves, reference),
-            "plot": plot.name if plot else None, "seconds": over_training["seconds"]}
+            "plot": plot.name if plot else None, "seconds": evaluation_seconds(over_training)}
 
 
 def _samples_markdown(samples: Optional[dict]) -> str:

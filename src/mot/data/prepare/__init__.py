@@ -78,7 +78,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
         for kind in config.image_tokenizers:
             image_models[kind], metrics = image_tokenizer(kind, out, images, config, log)
             tokenizers[f"image_{kind}"] = {"fingerprint": image_models[kind].fingerprint(), "metrics": metrics}
-    evaluation, features = evaluation_stage(out, sources, config, log)
+    with _timed(timings, "evaluation"):
+        evaluation, features = evaluation_stage(out, sources, config, log)
     if features is not None:
         tokenizers[FEATURES] = features
     vq, vae = image_models.get("vq"), image_models.get("vae")
