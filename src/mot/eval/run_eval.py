@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from ..config import ConfigError
-from ..data.settings import open_corpus
+from ..data.settings import Corpus, open_corpus
 from ..io import atomic_write
 from ..runs.model import load_run_model, run_checkpoints
 from ..runs.recipe import TrainConfig
@@ -77,7 +77,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions(), log:
     results = {}
     for step in checkpoint_steps(checkpoints.steps(), options.checkpoint, run_dir):
         log(f"{run_dir.name}: evaluating step {step} ({', '.join(metrics)})")
-        results[step] = evaluate_checkpoint(run_dir, step, config, metrics, splits, options, log)
+        results[step] = evaluate_checkpoint(run_dir, step, config, corpus, metrics, splits, options, log)
         record_results(out, run_dir.name, step, results[step], options)
     return results
 
@@ -109,11 +109,10 @@ def checkpoint_steps(saved: Sequence[int], choice: str, run_dir: Path) -> List[i
     return sorted(set(steps))
 
 
-def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, metrics: Sequence[str],
+def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, corpus: Corpus, metrics: Sequence[str],
                         splits: Sequence[str], options: EvalOptions, log: Callable[[str], None]) -> dict:
     """``{"metrics": {name: numbers}, "seconds": {name: s}}`` of the checkpoint of ``step``."""
     _, model = load_run_model(run_dir, log, step)
-    corpus = open_corpus(config.data.corpus)
     numbers: Dict[str, object] = {}
     seconds: Dict[str, float] = {}
     for name in metrics:

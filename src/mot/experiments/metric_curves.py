@@ -46,7 +46,8 @@ def evaluate_over_training(recipes: Dict[str, TrainConfig], metrics: Dict[str, L
     for label, recipe in recipes.items():
         saved = CheckpointManager(recipe.run_dir / "checkpoints", recipe.keep_last, recipe.keep_every).steps()
         wanted = [s for s in saved if s % schedule.every == 0 or s == recipe.steps]
-        todo = [s for s in wanted if not _measured(recipe.run_dir, s, schedule, metrics[label])]
+        recorded = read_results(recipe.run_dir)["checkpoints"]  # read once per run, not once per step
+        todo = [s for s in wanted if not _measured(recorded.get(str(s)), schedule, metrics[label])]
         if todo:
             log(f"eval {label}: steps {todo} ({', '.join(metrics[label])})")
             evaluate_run(recipe.run_dir, eval_options(schedule, todo, metrics[label]), log=lambda _: None)
@@ -58,8 +59,8 @@ def evaluation_seconds(run_dirs: Dict[str, Path]) -> Dict[str, float]:
             for label, run_dir in run_dirs.items()}
 
 
-def _measured(run_dir: Path, step: int, schedule, metrics: List[str]) -> bool:
-    entry = read_results(run_dir)["checkpoints"].get(str(step))
+def _measured(entry: Optional[dict], schedule, metrics: List[str]) -> bool:
+    """Whether a checkpoint's ``eval.json`` entry has every metric, measured with these settings."""
     if entry is None:
         return False
     wanted = asdict(eval_options(schedule, [], metrics))
