@@ -26,6 +26,10 @@ from .io import YamlError, read_yaml
 
 #: Components whose weights can be untied per tower (the paper, section 2).
 COMPONENTS = ("ffn", "attention", "norms")
+#: Untied only when asked (not by the paper): ``head``, one output head per tower, so that the
+#: logits of a tower's positions depend on its weights alone (what freezing a tower needs; LMFusion
+#: keeps a head per modality). The paper's MoT shares the head like the embedding.
+OPTIONAL_COMPONENTS = ("head",)
 #: Group name used for a component whose weights are shared by all towers.
 SHARED = "shared"
 NORM_TYPES = ("rmsnorm", "layernorm")
@@ -170,8 +174,8 @@ class ModelConfig:
 
     def groups(self, component: str) -> List[str]:
         """The weight groups of a component: one per tower if untied, else the single shared one."""
-        if component not in COMPONENTS:
-            raise ConfigError(f"unknown component {component!r}; expected one of {COMPONENTS}")
+        if component not in COMPONENTS + OPTIONAL_COMPONENTS:
+            raise ConfigError(f"unknown component {component!r}; expected one of {COMPONENTS + OPTIONAL_COMPONENTS}")
         if component in self.untied and len(self.tower_names) > 1:
             return self.tower_names
         return [SHARED] if len(self.tower_names) > 1 else self.tower_names
@@ -253,7 +257,7 @@ def validate_model_config(c: ModelConfig) -> None:
         if SHARED in c.towers.values() and len(set(c.towers.values())) > 1:
             _fail("towers", c.towers, f"{SHARED!r} is reserved for the single tower of a dense model")
     for component in c.untied:
-        _check_choice("untied", component, COMPONENTS)
+        _check_choice("untied", component, COMPONENTS + OPTIONAL_COMPONENTS)
     if len(set(c.untied)) != len(c.untied):
         _fail("untied", c.untied, "names a component twice")
 

@@ -41,6 +41,8 @@ CONFIGS = {
     "no-qk-norm": dict(qk_norm=False),
     "ffn-hidden": dict(ffn_hidden=48),
     "one-modality": dict(modalities=["text"]),
+    "untied-head": dict(modalities=THREE, untied=["ffn", "attention", "norms", "head"]),
+    "dense-untied-head": dict(towers=DENSE2, untied=["ffn", "attention", "norms", "head"]),
 }
 
 
@@ -56,7 +58,8 @@ def test_analytic_count_equals_built_model(name):
     measured = count_model_parameters(model)
     assert counts.total == sum(p.numel() for p in model.parameters())
     assert counts.total == measured.total == counts.embedding + counts.non_embedding
-    assert counts.embedding == measured.embedding == 2 * config.vocab_size * config.d_model
+    heads = len(config.tower_names) if "head" in config.untied else 1  # one output head per tower when untied
+    assert counts.embedding == measured.embedding == (1 + heads) * config.vocab_size * config.d_model
     assert counts.non_embedding_per_group == measured.non_embedding_per_group
     assert verify_parameter_counts(config, model) == counts
 

@@ -25,6 +25,7 @@ ARCHITECTURES = {
     "mot-text-moe4x": dict(moe={"towers": ["text"]}),
     "untied-attention-shared-moe4x": dict(untied=["attention"], moe={"towers": ["shared"]}),
     "mot-text-moe4x-tc": dict(moe={"towers": ["text"], "routing": "token_choice"}),
+    "mot-3-untied-head": dict(modalities=THREE, untied=["ffn", "attention", "norms", "head"]),
 }
 
 

@@ -33,12 +33,12 @@ def corpus(tmp_path_factory):
     return prepare_small_corpus(out, jsonl=[str(words)])
 
 
-def recipe(corpus, runs, grad_accum):
+def recipe(corpus, runs, grad_accum, extra=None):
     overrides = {"name": "run", "out_dir": str(runs), "data.corpus": str(corpus), "data.seq_len": 96,
                  "data.batch_rows": 2, "data.grad_accum": grad_accum, "data.valid_batches": 1,
                  "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 4, "model.max_seq_len": 96,
                  "optim.lr": 1e-2, "optim.warmup_steps": 1, "optim.total_steps": STEPS, "steps": STEPS,
-                 "log_every": 1, "eval_every": STEPS, "checkpoint_every": STEPS}
+                 "log_every": 1, "eval_every": STEPS, "checkpoint_every": STEPS, **(extra or {})}
     return load_recipe(None, [f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -68,13 +68,13 @@ class Interleaved:
         return {"turn": self.turn, "loaders": [loader.state_dict() for loader in self.loaders]}
 
 
-def _worker(rank, port, corpus, runs, shards):
+def _worker(rank, port, corpus, runs, shards, extra=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         context = DistributedContext(rank, 2, torch.device("cpu"))
-        trainer = Trainer(recipe(corpus, runs, grad_accum=1), context=context, log=lambda _: None,
+        trainer = Trainer(recipe(corpus, runs, grad_accum=1, extra=extra), context=context, log=lambda _: None,
                           train_loader=rank_loader(corpus, rank, shards))
         trainer.train()
         dist.barrier()  # no rank tears gloo down while another still talks to it
@@ -114,3 +114,23 @@ def test_a_rank_without_image_tokens_neither_hangs_nor_desynchronizes(corpus, tm
     losses = train_losses(tmp_path / "run")
     assert len(losses) == STEPS and all(per["image"] is not None for _, per in losses)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [f"step-{STEPS:08d}"]
+
+
+def test_a_frozen_tower_stays_frozen_under_fsdp(corpus, tmp_path):
+    """Frozen parameters and zeroed embedding rows (DTensor gradients) on 2 ranks: the text tower and
+    the text rows are bitwise unchanged, the image tower trained, and the checkpoint loads."""
+    from mot.model.transformer import build_model
+    from mot.runs.model import load_run_model
+    from mot.runs.resolve import resolve_recipe
+
+    extra = {"freeze": "[text]", "model.untied": "[ffn,attention,norms,head]"}
+    shards = ["shards/shapescenes-train", "shards/words-train"]
+    mp.spawn(_worker, args=(_free_port(), corpus, tmp_path, shards, extra), nprocs=2, join=True)
+    resolved, corpus_ = resolve_recipe(recipe(corpus, tmp_path, grad_accum=1, extra=extra))
+    torch.manual_seed(resolved.seed)  # the trainer's initial weights
+    before = build_model(resolved.model).state_dict()
+    after = load_run_model(tmp_path / "run", log=lambda _: None)[1].state_dict()
+    text_rows = torch.from_numpy(corpus_.layout("chameleon").modality_table() == 0)
+    assert all(torch.equal(before[n], after[n]) for n in before if ".towers.text." in n)
+    assert all(not torch.equal(before[n], after[n]) for n in before if ".towers.image." in n)
+    assert torch.equal(before["embed.weight"][text_rows], after["embed.weight"][text_rows])

@@ -119,7 +119,8 @@ class Corpus:
 
         Weights default to the documents in each shard (every document equally likely), with the
         speech shards scaled to ``SPEECH_MIXTURE`` of the draws. ``weights`` (source name ->
-        weight) replaces the weight of the shards of the sources it names.
+        weight) replaces the weight of the shards of the sources it names; a weight of 0 leaves a
+        source out (a text-only model trained on a multi-modal corpus), but not every source.
         """
         layout = self.layout(setting)
         names = self.shard_names(setting, split)
@@ -140,6 +141,9 @@ class Corpus:
         for n in names:
             if shards[n]["source"] in (weights or {}):
                 counts[n] = float(weights[shards[n]["source"]])
+        names = [n for n in names if counts[n] > 0]
+        if not names:
+            raise CorpusError(f"weights {dict(weights or {})} leave no {split} shard of the {setting} setting to read")
         patches = self.patches_per_image(latent_patch_size) if setting == "transfusion" else 1
         return [(n, ShardReader(self.directory / n, layout, patches_per_image=patches), counts[n]) for n in names]
 

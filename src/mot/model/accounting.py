@@ -188,16 +188,18 @@ def count_parameters(config: ModelConfig) -> ParameterCounts:
 
     order = [*config.tower_names, SHARED]
     per_group = {group: per_group[group] for group in order if group in per_group}
-    embedding = 2 * config.vocab_size * config.d_model
+    # the embedding and one output head per head group (one, unless the head is untied); a token uses one of each
+    embedding = (1 + len(config.groups("head"))) * config.vocab_size * config.d_model
+    active_embedding = 2 * config.vocab_size * config.d_model
     non_embedding = sum(per_group.values())
 
-    active_per_tower = {tower: embedding + norms + round(_active_matmul_params(config, tower))
+    active_per_tower = {tower: active_embedding + norms + round(_active_matmul_params(config, tower))
                         for tower in config.tower_names}
     active = max(active_per_tower.values())
     latent = latent_path_params(config.latent, config.d_model)
     return ParameterCounts(total=embedding + non_embedding + latent, embedding=embedding,
                            non_embedding=non_embedding, non_embedding_per_group=per_group, active=active,
-                           active_non_embedding=active - embedding, active_per_tower=active_per_tower,
+                           active_non_embedding=active - active_embedding, active_per_tower=active_per_tower,
                            latent_path=latent)
 
 
@@ -269,7 +271,7 @@ def count_model_parameters(model: "nn.Module") -> MeasuredCounts:
         group = _group_from_name(name)
         if name.startswith("latent_path."):
             latent += count
-        elif group is None:
+        elif group is None or name.startswith("head."):  # an untied head is per tower, but an embedding
             embedding += count
         else:
             per_group[group] = per_group.get(group, 0) + count

@@ -85,4 +85,5 @@ def reference_logits(model: nn.Module, tokens: torch.Tensor, modality_ids: torch
         else:
             h = x + route(block.attention_norm, attention_sublayer(x), tower_masks)  # line 12
             x = h + route(block.ffn_norm, route(block.ffn, h, tower_masks), tower_masks)  # lines 13-14
-    return model.head(route(model.final_norm, x, tower_masks))
+    x = route(model.final_norm, x, tower_masks)
+    return route(model.head, x, tower_masks) if isinstance(model.head, PerTower) else model.head(x)

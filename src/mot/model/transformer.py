@@ -47,7 +47,10 @@ class MoTModel(nn.Module):
         self.blocks = nn.ModuleList(MoTBlock(config, index) for index in range(config.n_layers))
         self.final_norm = PerTower(config.groups("norms"),
                                    lambda _: make_norm(config.norm_type, config.d_model, config.norm_eps))
-        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # one head shared by every tower (the paper), or one per tower with ``untied: [..., head]``
+        heads = config.groups("head")
+        self.head = (PerTower(heads, lambda _: nn.Linear(config.d_model, config.vocab_size, bias=False))
+                     if len(heads) > 1 else nn.Linear(config.d_model, config.vocab_size, bias=False))
         # the continuous modality's patch encoder/decoder: outside the towers, like the embedding
         self.latent_path = LatentPath(config.latent, config.d_model) if config.latent.enabled else None
         self.backend = get_backend(config.attention_backend)
@@ -63,13 +66,18 @@ class MoTModel(nn.Module):
         for block in self.blocks:
             block.reset_parameters(std, residual_std)
         self.final_norm.reset_parameters()
-        nn.init.normal_(self.head.weight, std=std)
+        for head in self.output_heads():
+            nn.init.normal_(head.weight, std=std)
         if self.latent_path is not None:
             self.latent_path.reset_parameters(std)
         # The attention and SwiGLU output weights are drawn once more, after every other weight: mot
         # always drew them in this order, and the order of draws decides the weights a seed gives.
         for block in self.blocks:
             block.redraw_output_weights(residual_std)
+
+    def output_heads(self) -> List[nn.Linear]:
+        """The output head, or the heads of every tower (in tower order) when the head is untied."""
+        return list(self.head.towers.values()) if isinstance(self.head, PerTower) else [self.head]
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` + ``model.safetensors`` + ``checksums.json`` (see :mod:`mot.io.weights`)."""
@@ -150,9 +158,11 @@ class MoTModel(nn.Module):
         parts, states = self._run_blocks(parts, ctx, output_layer_states)
         if cache is not None:
             cache.advance(documents, spans, tokens.shape[1])
-        hidden = _in_sequence_order(self.final_norm(parts), plan)
+        parts = self.final_norm(parts)
+        hidden = _in_sequence_order(parts, plan)
         prediction = self._decode_patches(hidden, splice) if splice is not None else None
-        return ModelOutput(self.head(hidden), hidden, states, prediction)
+        logits = _in_sequence_order(self.head(parts), plan) if isinstance(self.head, PerTower) else self.head(hidden)
+        return ModelOutput(logits, hidden, states, prediction)
 
     def _check_shapes(self, tokens: torch.Tensor, modality_ids: torch.Tensor, positions: Optional[torch.Tensor],
                       document_ids: Optional[torch.Tensor], span_ids: Optional[torch.Tensor],

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
 
 from ..config import ConfigError, check_number, is_finite_number
 
@@ -29,6 +29,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     #: Maximum global L2 norm of the gradients; ``None`` disables clipping (the norm is still measured).
     grad_clip: Optional[float] = 1.0
+    #: tower -> multiplier of the learning rate for that tower's weights (``{image: 2.0}``); the
+    #: towers not named, and the weights outside every tower (embedding, shared head), take 1
+    tower_lr: Dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):  # YAML and OmegaConf give a list
@@ -63,3 +66,5 @@ def validate_optim_config(c: OptimConfig) -> None:
     check_number("min_lr_ratio", c.min_lr_ratio, "must be a number in [0, 1]", lambda v: 0 <= v <= 1)
     if c.grad_clip is not None:
         check_number("grad_clip", c.grad_clip, "must be a positive number, or null for no clipping", lambda v: v > 0)
+    for tower, scale in c.tower_lr.items():
+        check_number(f"tower_lr.{tower}", scale, "must be a positive number", lambda v: v > 0)

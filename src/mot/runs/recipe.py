@@ -37,7 +37,7 @@ class DataConfig:
     batch_rows: int = 8
     #: micro-batches per optimizer step; the global batch is ``batch_rows x grad_accum x ranks`` rows
     grad_accum: int = 1
-    #: source name -> mixing weight (default: every document equally likely; speech 1:6)
+    #: source name -> mixing weight (default: every document equally likely; speech 1:6); 0 leaves it out
     weights: Dict[str, float] = field(default_factory=dict)
     #: splits evaluated every ``eval_every`` steps (``heldout``: the compositional ShapeScenes)
     valid_splits: List[str] = field(default_factory=lambda: ["valid"])
@@ -87,6 +87,24 @@ class SpikeSkipConfig:
 
 
 @dataclass
+class InitConfig:
+    """Where a run's weights start (when it starts at step 0; a resumed run reads its checkpoint).
+
+    ``source`` is a mot run directory (its newest complete checkpoint, or the one of ``step``), a
+    model directory written by ``mot export`` / ``save_pretrained``, or a Hugging Face Llama-family
+    directory (``config.json`` + safetensors, read offline); empty: random initialisation. Each
+    tower of the new model copies the source's tower named in ``towers`` (tower -> source tower, or
+    ``fresh`` for random initialisation); a tower not named copies the source's tower of the same
+    name, else the source's only tower (a dense model fills every tower: the paper's towers start
+    equal). See :mod:`mot.runs.warm_start`.
+    """
+
+    source: str = ""
+    step: Optional[int] = None
+    towers: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs. The run directory is ``out_dir/name``."""
 
@@ -126,6 +144,10 @@ class TrainConfig:
     #: auto, cpu, cuda
     device: str = "auto"
     spike_skip: SpikeSkipConfig = field(default_factory=SpikeSkipConfig)
+    #: start from another model's weights (a warm start; see :class:`InitConfig`)
+    init: InitConfig = field(default_factory=InitConfig)
+    #: towers whose weights do not train (LMFusion: ``[text]``; see :mod:`mot.train.freezing`)
+    freeze: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         validate_recipe(self)
@@ -161,7 +183,13 @@ def validate_recipe(c: TrainConfig) -> None:
         raise ConfigError(f"data.seq_len={c.data.seq_len}: exceeds model.max_seq_len={c.model.max_seq_len}")
     check_number("spike_skip.factor", c.spike_skip.factor, "must be greater than 1", lambda v: v > 1)
     for source, weight in c.data.weights.items():  # the loader would refuse them only once training starts
-        check_number(f"data.weights.{source}", weight, "must be a positive number", lambda v: v > 0)
+        check_number(f"data.weights.{source}", weight, "must be a number >= 0 (0 leaves the source out)",
+                     lambda v: v >= 0)
+    if c.init.step is not None and (isinstance(c.init.step, bool) or not isinstance(c.init.step, int)
+                                    or c.init.step < 0):
+        raise ConfigError(f"init.step={c.init.step!r}: must be a step number >= 0 (or null: the newest)")
+    if c.init.towers and not c.init.source:
+        raise ConfigError(f"init.towers={c.init.towers!r} without init.source: name the model to copy towers from")
     if not c.name or "/" in c.name or c.name in (".", ".."):
         raise ConfigError(f"name={c.name!r}: must be a directory name without '/' (not empty, '.' or '..')")
 

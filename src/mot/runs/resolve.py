@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from ..config import ConfigError
+from ..config import COMPONENTS, ConfigError
 from ..data.settings import Corpus, CorpusError, open_corpus
 from .architecture import architecture_settings
 from .recipe import TrainConfig
@@ -29,6 +29,7 @@ def resolve_recipe(config: TrainConfig) -> Tuple[TrainConfig, Corpus]:
     layout = corpus.layout(setting)
     config = resolve_model(config, layout.vocab_size, layout.modalities, corpus.latent_channels)
     layout.check_model(config.model)
+    check_tower_settings(config)
     for split in ("train", *config.data.valid_splits):
         try:
             corpus.shard_names(setting, split)
@@ -87,3 +88,27 @@ def check_tokenizers(config: TrainConfig, corpus: Corpus) -> None:
         if actual.get(name) != fingerprint:
             raise ConfigError(f"data.tokenizers.{name}={fingerprint!r}, but {config.data.corpus} was tokenized "
                               f"with {name} {actual.get(name)!r}: the recipe was made for another corpus")
+
+
+def check_tower_settings(config: TrainConfig) -> None:
+    """Raise :class:`ConfigError` unless every tower that ``freeze``, ``optim.tower_lr`` and
+    ``init.towers`` name is a tower of the final model, and the frozen towers can be frozen alone
+    (every component untied, something left to train, no decay of the embedding's frozen rows)."""
+    model, towers = config.model, config.model.tower_names
+    for field, named in (("freeze", config.freeze), ("optim.tower_lr", config.optim.tower_lr),
+                         ("init.towers", config.init.towers)):
+        unknown = [tower for tower in named if tower not in towers]
+        if unknown:
+            raise ConfigError(f"{field} names {unknown}, which are not towers of this model; its towers are {towers}")
+    if not config.freeze:
+        return
+    frozen = list(config.freeze)
+    if len(set(frozen)) == len(towers):
+        raise ConfigError(f"freeze={frozen} freezes every tower: nothing would train")
+    tied = [c for c in COMPONENTS if c not in model.untied]
+    if tied:
+        raise ConfigError(f"freeze={frozen}: model.untied={model.untied} shares {tied} between towers, so freezing "
+                          f"one tower would freeze them for every tower; untie every component")
+    if config.optim.decay_embeddings:
+        raise ConfigError(f"freeze={frozen} with optim.decay_embeddings=true: weight decay would shrink the frozen "
+                          f"towers' rows of the embedding and head; set optim.decay_embeddings=false")

@@ -10,10 +10,12 @@ from torch import nn
 
 from ..runs.optim_config import OptimConfig
 
-#: The token embedding and the output head, by parameter name. They are decayed only with
-#: ``decay_embeddings``: decay pulls rare tokens' rows to zero (and a modality's whole block of
-#: rows while a batch lacks that modality), which is why most recipes exempt them.
+#: The token embedding and the output head(s), by parameter name (an untied head has one weight per
+#: tower, ``head.towers.<tower>.weight``). They are decayed only with ``decay_embeddings``: decay
+#: pulls rare tokens' rows to zero (and a modality's whole block of rows while a batch lacks that
+#: modality), which is why most recipes exempt them.
 EMBEDDING_PARAMETERS = ("embed.weight", "head.weight")
+
 #: Prefixes that torch's own wrappers put into parameter names (``torch.compile``, activation
 #: checkpointing); removed before matching, so groups come out the same after wrapping.
 _WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.")
@@ -25,27 +27,42 @@ def _canonical_name(name: str) -> str:
     return name
 
 
+def is_embedding(name: str) -> bool:
+    """Whether parameter ``name`` (wrapper prefixes removed) is the embedding or an output head."""
+    return name in EMBEDDING_PARAMETERS or name.startswith("head.towers.")
+
+
 def parameter_groups(model: nn.Module, config: OptimConfig) -> List[Dict[str, Any]]:
     """AdamW parameter groups: ``decay`` (>= 2-D weights, embeddings only with
     ``decay_embeddings``) and ``no_decay`` (norms, biases, other 1-D tensors, and the embeddings
-    by default). Frozen parameters are left out, and so is a group that would be empty.
+    by default), each split once more for every tower of ``config.tower_lr`` (``decay.image``).
+    Frozen parameters are left out, and so is a group that would be empty.
 
-    Each group carries a ``name`` key, which AdamW ignores and the optimizer state keeps.
+    Each group carries a ``name`` key and an ``lr_scale`` (the tower's multiplier, else 1), which
+    AdamW ignores and the optimizer state keeps; the trainer sets ``lr`` to the schedule's value
+    times ``lr_scale``.
     """
-    decay: List[nn.Parameter] = []
-    no_decay: List[nn.Parameter] = []
+    groups: Dict[str, Dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if _canonical_name(name) in EMBEDDING_PARAMETERS:
-            (decay if config.decay_embeddings else no_decay).append(parameter)
-        elif parameter.ndim >= 2:
-            decay.append(parameter)
-        else:
-            no_decay.append(parameter)
-    groups = [dict(name="decay", params=decay, weight_decay=config.weight_decay),
-              dict(name="no_decay", params=no_decay, weight_decay=0.0)]
-    return [group for group in groups if group["params"]]
+        name = _canonical_name(name)
+        decayed = config.decay_embeddings if is_embedding(name) else parameter.ndim >= 2
+        kind = "decay" if decayed else "no_decay"
+        tower = tower_of_parameter(name)
+        if tower in config.tower_lr:
+            kind = f"{kind}.{tower}"
+        group = groups.setdefault(kind, dict(name=kind, params=[], weight_decay=config.weight_decay if decayed else 0.0,
+                                             lr_scale=config.tower_lr.get(tower, 1.0)))
+        group["params"].append(parameter)
+    return sorted(groups.values(), key=lambda group: (group["name"].split(".")[0] != "decay", group["name"]))
+
+
+def tower_of_parameter(name: str) -> Optional[str]:
+    """The tower (or weight group) whose weights ``name`` is: ``blocks.0.ffn.towers.image.up.weight`` ->
+    ``image``; ``None`` for the embedding, a shared head and the latent path."""
+    parts = name.split(".")
+    return parts[parts.index("towers") + 1] if "towers" in parts else None
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:

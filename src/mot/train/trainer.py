@@ -8,6 +8,8 @@ setting's objective (``objective.py``): next-token loss, or Transfusion's ``LM +
 Before the optimizer update the guard checks that every modality's loss and the gradient norm
 are finite on every rank; if not, the step stops with the modality named and nothing is updated
 or saved. With ``spike_skip`` a step whose loss is far above its recent mean is skipped (logged).
+A run that starts at step 0 takes its first weights from ``init`` when it names a source (a warm
+start, ``runs/warm_start.py``); ``freeze`` keeps towers as they are (``freezing.py``).
 
 Exact resume (docs/design.md invariant 6): a checkpoint holds the model, the optimizer, the step, the
 loader's position and every RNG, per rank; the learning rate is a function of the step, and
@@ -35,8 +37,10 @@ from ..runs.checkpoints import CheckpointManager, load_model_optimizer_state, mo
 from ..runs.recipe import TrainConfig
 from ..runs.resolve import resolve_recipe
 from ..runs.run_dir import check_run_dir, environment_facts, prepare_run_dir, write_environment
+from ..runs.warm_start import warm_start
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
 from .errors import TrainingError
+from .freezing import FrozenTowers
 from .metrics import MetricsLogger
 from .objective import make_objective
 from .optim import build_optimizer, clip_gradients, learning_rate
@@ -74,8 +78,12 @@ class Trainer:
         check_run_dir(config)
         self.run_dir = config.run_dir
 
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last, config.keep_every)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model = build_model(config.model, self.context.device)
+        if config.init.source and not self.checkpoints.steps() and not self.checkpoints.damaged():
+            warm_start(model, config.init, self.layout, self._log)  # a run that resumes reads its checkpoint
+        self.frozen = FrozenTowers(model, config.freeze, self.layout)  # before the optimizer: it skips them
         if config.activation_checkpointing:
             _checkpoint_blocks(model)
         if self.context.distributed:
@@ -88,7 +96,6 @@ class Trainer:
         self.modalities = list(config.model.modalities)
         self.objective = make_objective(config, self.modalities, self.context.rank)
         self.loader = train_loader or self._loader("train", config.seed)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_last, config.keep_every)
         self.step = 0
         self.recent_losses: collections.deque = collections.deque(maxlen=config.spike_skip.window)
         self.flops_per_token = flops_per_token(config.model, config.data.seq_len).training
@@ -172,6 +179,7 @@ class Trainer:
             counts += loss.count_per_modality.detach().to(counts.dtype)
         all_reduce_sum(sums, self.context)
         all_reduce_sum(counts, self.context)
+        self.frozen.zero_frozen_rows()
         grad_norm = float(clip_gradients(self.model, self.config.optim.grad_clip))  # the step's one host sync
         sums, counts = sums.cpu(), counts.cpu()
         result = StepResult(sums, counts, tokens, grad_norm, skipped=False, loss=self.objective.total(sums, counts))
@@ -180,7 +188,7 @@ class Trainer:
             result.skipped = True
         else:
             for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(self.step, self.config.optim)
+                group["lr"] = learning_rate(self.step, self.config.optim) * group.get("lr_scale", 1.0)
             self.optimizer.step()
             self.recent_losses.append(result.loss)
         self.optimizer.zero_grad(set_to_none=True)
