@@ -31,7 +31,7 @@ def dense_run(small_corpus, tmp_path_factory):
 def mot_config(small_corpus, runs, **overrides):
     from mot.runs.resolve import resolve_recipe
 
-    return resolve_recipe(small_recipe(small_corpus, runs, architecture="mot", **overrides))[0]
+    return resolve_recipe(small_recipe(small_corpus, runs, **{"architecture": "mot", **overrides}))[0]
 
 
 def test_a_mot_from_a_dense_checkpoint_gives_the_dense_logits(small_corpus, dense_run, tmp_path):
@@ -197,3 +197,21 @@ def test_a_llama_that_does_not_fit_is_refused(tmp_path):
                                    norm_placement="pre", qk_norm=False))
     with pytest.raises(ConfigError, match="model.d_model=64 but the source has 32"):
         warm_start(wide, InitConfig(source=str(tmp_path / "llama")), VocabLayout({"text": 61, "image": 12}), log=quiet)
+
+
+@pytest.mark.parametrize("architecture", ["dense", "mot"])
+def test_a_model_exported_for_hugging_face_is_a_source_like_its_run(small_corpus, dense_run, tmp_path, architecture):
+    """``mot export --format hf`` keeps the vocabulary layout, so the export maps token rows as its run
+    does (a pre-norm dense model is exported as a plain Llama that still carries mot's config)."""
+    from mot.interop.hf_export import export_hf
+
+    source = build_model(mot_config(small_corpus, tmp_path, architecture=architecture,
+                                    **{"model.norm_placement": "pre", "model.qk_norm": False}).model)
+    layout = open_corpus(small_corpus).layout("chameleon")
+    export_hf(source, tmp_path / "hf", layout=layout)
+    config = mot_config(small_corpus, tmp_path, **{"model.norm_placement": "pre", "model.qk_norm": False})
+    target = build_model(config.model)
+    warm_start(target, InitConfig(source=str(tmp_path / "hf")), layout, log=quiet)
+    assert torch.equal(target.embed.weight, source.embed.weight)
+    tower = "shared" if architecture == "dense" else "image"
+    assert torch.equal(target.blocks[0].ffn.towers["image"].up.weight, source.blocks[0].ffn.towers[tower].up.weight)

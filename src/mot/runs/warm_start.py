@@ -83,7 +83,8 @@ def read_source(init: InitConfig, log: Callable[[str], None] = print) -> SourceM
         raise ConfigError(f"init.source={init.source!r}: neither a run directory ({CONFIG_FILE}) nor a model "
                           f"directory (config.json)")
     try:
-        model_type = json.loads(config_json.read_text()).get("model_type")
+        saved = json.loads(config_json.read_text())
+        model_type = saved.get("model_type")
     except (ValueError, AttributeError) as error:
         raise CheckpointError(f"{config_json} is not a JSON object: {error}") from None
     if model_type is None:
@@ -91,11 +92,12 @@ def read_source(init: InitConfig, log: Callable[[str], None] = print) -> SourceM
 
         model = MoTModel.from_pretrained(path)
         return SourceModel(f"the model in {path}", model.config, model.state_dict(), None)
-    if model_type == "mot":
+    if "mot" in saved:  # written by `mot export --format hf`: mot's config and vocabulary come with it
         from ..interop.hf_export import import_hf
 
         model = import_hf(path)
-        return SourceModel(f"the model in {path}", model.config, model.state_dict(), _layout_of(path))
+        return SourceModel(f"the model in {path}", model.config, model.state_dict(),
+                           _layout_of(saved.get("modality_sizes"), model.config))
     return _llama_source(path)
 
 
@@ -114,9 +116,14 @@ def _llama_source(path: Path) -> SourceModel:
     return SourceModel(f"the Llama in {path}", config, state, None, text_ids=True)
 
 
-def _layout_of(path: Path) -> Optional[VocabLayout]:
-    sizes = json.loads((path / "config.json").read_text()).get("modality_sizes")
-    return VocabLayout(sizes) if sizes else None
+def _layout_of(sizes: Optional[Dict[str, int]], config: ModelConfig) -> Optional[VocabLayout]:
+    """The layout an exported ``config.json`` stores (its keys sorted there: the model's modalities give
+    the order of the ids)."""
+    if not sizes:
+        return None
+    layout = VocabLayout({modality: sizes[modality] for modality in config.modalities if modality in sizes})
+    layout.check_model(config)
+    return layout
 
 
 def warm_start(model: torch.nn.Module, init: InitConfig, layout: VocabLayout,
