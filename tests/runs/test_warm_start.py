@@ -215,3 +215,46 @@ def test_a_model_exported_for_hugging_face_is_a_source_like_its_run(small_corpus
     assert torch.equal(target.embed.weight, source.embed.weight)
     tower = "shared" if architecture == "dense" else "image"
     assert torch.equal(target.blocks[0].ffn.towers["image"].up.weight, source.blocks[0].ffn.towers[tower].up.weight)
+
+
+def sentencepiece_style_tokenizer(path):
+    """A Llama-2-style tokenizer.json (Metaspace BPE with <unk>, <s>, </s>), made offline."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=180, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=list(string.printable.strip()), show_progress=False)
+    tokenizer.train_from_iterator(["a red circle above a small blue square on a green background"] * 20, trainer)
+    tokenizer.save(str(path))
+    return tokenizer.get_vocab_size()
+
+
+def test_a_corpus_in_a_llamas_ids_trains_from_the_llama(tmp_path):
+    """mot prepare with the Llama's tokenizer, then a MoT warm-started from the Llama: the run's first
+    weights give the Llama's logits on the corpus's own text."""
+    from tests.helpers import prepare_small_corpus
+
+    vocab = sentencepiece_style_tokenizer(tmp_path / "tokenizer.json")
+    llama = random_llama(tmp_path / "llama", vocab=vocab)
+    corpus = prepare_small_corpus(tmp_path / "corpus", text_tokenizer=str(tmp_path / "tokenizer.json"))
+    recipe = small_recipe(corpus, tmp_path / "runs", architecture="mot", **{
+        "init.source": str(tmp_path / "llama"), "init.towers": "{image: fresh}", "model.n_kv_heads": 2,
+        "model.ffn_hidden": 48, "model.norm_placement": "pre", "model.qk_norm": False})
+    trainer = Trainer(recipe, log=quiet)
+    batch = next(trainer.loader)
+    text = batch.modality_ids[0] == 0
+    tokens = batch.tokens[0][text][:30].unsqueeze(0)  # the first text tokens of a packed row
+    start, stop = trainer.layout.id_range("text")
+    tokens = tokens[(tokens >= start) & (tokens < stop)].unsqueeze(0)
+    with torch.no_grad():
+        ours = trainer.model.eval()(tokens, torch.zeros_like(tokens)).logits[..., start:stop]
+        theirs = llama(input_ids=tokens - start).logits
+    assert tokens.shape[1] > 5 and (ours - theirs).abs().max().item() <= 1e-4
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(Exception, match="text_tokenizer=.*corrupt"):
+        prepare_small_corpus(tmp_path / "other", text_tokenizer=str(bad))

@@ -6,7 +6,11 @@ Two implementations share the small ``TextTokenizer`` protocol:
   floor every learned tokenizer must beat (1.0 byte per token).
 - ``BPETokenizer``: byte-level BPE trained by mot with HF ``tokenizers``. Because the base
   alphabet is all 256 bytes, every string encodes without an unknown token and decodes back
-  exactly.
+  exactly. ``BPETokenizer.import_file`` takes a tokenizer made elsewhere instead (a Llama's
+  ``tokenizer.json``, so that a corpus speaks the ids of a model to warm-start from): any HF
+  ``tokenizers`` model with ids ``0..size-1``, encoded without its special tokens; its round trip
+  is as exact as that tokenizer's own (SentencePiece-style ones may map unknown characters to
+  ``<unk>``).
 
 Special tokens (BOS, EOS, BOI, ...) are *not* part of these vocabularies: the unified vocabulary
 (``mot.tokenizers.vocab``) places the text ids after its specials.
@@ -28,6 +32,8 @@ from mot.tokenizers.fingerprint import fingerprint as fingerprint_directory
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 _KIND = "byte_level_bpe"
+#: a tokenizer made elsewhere and imported as it is (``BPETokenizer.import_file``)
+_IMPORTED = "imported"
 _FORMAT_VERSION = 1
 _BYTE_ALPHABET = 256
 
@@ -102,6 +108,19 @@ class ByteTokenizer:
         return bytes(_check_ids(ids, self.vocab_size)).decode("utf-8", errors="replace")
 
 
+def _read_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # HF raises a bare Exception for malformed files
+        raise ValueError(f"{path} is corrupt: {error}") from error
+
+
+def _check_ids_contiguous(tokenizer: Tokenizer, path: Path) -> None:
+    size = tokenizer.get_vocab_size()
+    if sorted(tokenizer.get_vocab().values()) != list(range(size)):
+        raise ValueError(f"{path}: ids are not exactly 0..{size - 1}")
+
+
 def _empty_bpe() -> Tokenizer:
     """An untrained byte-level BPE pipeline. No normalizer and no prefix space, so that decoding
     gives back exactly the input string."""
@@ -118,10 +137,11 @@ class BPETokenizer:
     holds one tokenizer and nothing else, since ``fingerprint`` hashes all of it.
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, fingerprint: str | None = None):
+    def __init__(self, tokenizer: Tokenizer, *, fingerprint: str | None = None, kind: str = _KIND):
         self._tokenizer = tokenizer
         self._vocab_size = tokenizer.get_vocab_size()
         self._fingerprint = fingerprint
+        self.kind = kind
 
     # ---- making one ----
 
@@ -171,6 +191,23 @@ class BPETokenizer:
         return cls(tokenizer)
 
     @classmethod
+    def import_file(cls, path: str | Path) -> "BPETokenizer":
+        """A tokenizer made elsewhere: a HF ``tokenizer.json`` (or a directory holding one, as a
+        Hugging Face model directory does). Its ids must be exactly ``0..size-1``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer file at {path} (a Hugging Face tokenizer.json)")
+        tokenizer = _read_tokenizer(path)
+        _check_ids_contiguous(tokenizer, path)
+        return cls(tokenizer, kind=_IMPORTED)
+
+    def to_str(self) -> str:
+        """The HF ``tokenizer.json`` text of this tokenizer."""
+        return self._tokenizer.to_str()
+
+    @classmethod
     def load(cls, directory: str | Path) -> "BPETokenizer":
         """Load a tokenizer saved by ``save``; errors name the path and what is wrong with it."""
         root = Path(directory)
@@ -184,31 +221,28 @@ class BPETokenizer:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{config_path} is corrupt: {error}") from error
-        if not isinstance(config, dict) or config.get("kind") != _KIND:
-            raise ValueError(f"{config_path}: kind must be {_KIND!r}, got {config!r}")
+        if not isinstance(config, dict) or config.get("kind") not in (_KIND, _IMPORTED):
+            raise ValueError(f"{config_path}: kind must be {_KIND!r} or {_IMPORTED!r}, got {config!r}")
         if config.get("format_version") != _FORMAT_VERSION:
             raise ValueError(
                 f"{config_path}: format_version={config.get('format_version')!r}, "
                 f"this mot reads {_FORMAT_VERSION}"
             )
-        try:
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        except Exception as error:  # HF raises a bare Exception for malformed files
-            raise ValueError(f"{tokenizer_path} is corrupt: {error}") from error
-        if not isinstance(tokenizer.model, models.BPE):
-            raise ValueError(f"{tokenizer_path} holds a {type(tokenizer.model).__name__}, not BPE")
-        if not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
-            # Without byte-level pre-tokenization some strings would not round-trip.
-            raise ValueError(f"{tokenizer_path} is not a byte-level BPE (pre-tokenizer differs)")
+        tokenizer = _read_tokenizer(tokenizer_path)
+        if config["kind"] == _KIND:
+            if not isinstance(tokenizer.model, models.BPE):
+                raise ValueError(f"{tokenizer_path} holds a {type(tokenizer.model).__name__}, not BPE")
+            if not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.ByteLevel):
+                # Without byte-level pre-tokenization some strings would not round-trip.
+                raise ValueError(f"{tokenizer_path} is not a byte-level BPE (pre-tokenizer differs)")
         size = tokenizer.get_vocab_size()
         if config.get("vocab_size") != size:
             raise ValueError(
                 f"{config_path}: vocab_size={config.get('vocab_size')!r} but {tokenizer_path} "
                 f"has {size} entries"
             )
-        if sorted(tokenizer.get_vocab().values()) != list(range(size)):
-            raise ValueError(f"{tokenizer_path}: ids are not exactly 0..{size - 1}")
-        return cls(tokenizer, fingerprint=fingerprint_directory(root))
+        _check_ids_contiguous(tokenizer, tokenizer_path)
+        return cls(tokenizer, fingerprint=fingerprint_directory(root), kind=config["kind"])
 
     def save(self, directory: str | Path) -> Path:
         """Write ``tokenizer.json`` and ``config.json`` into ``directory`` (created if needed).
@@ -218,7 +252,7 @@ class BPETokenizer:
         """
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
-        config = {"kind": _KIND, "format_version": _FORMAT_VERSION, "vocab_size": self.vocab_size}
+        config = {"kind": self.kind, "format_version": _FORMAT_VERSION, "vocab_size": self.vocab_size}
         files = {
             TOKENIZER_FILE: self._tokenizer.to_str(pretty=True),
             CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True) + "\n",

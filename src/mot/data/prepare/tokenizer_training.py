@@ -1,5 +1,5 @@
 """The tokenizer stage of ``mot prepare``, trained on the train split only: byte-level BPE for
-text and the image tokenizers of ``image_tokenizers`` (``vq``: the FSQ VQ of the discrete
+text (or a tokenizer made elsewhere, ``text_tokenizer``, imported as it is) and the image tokenizers of ``image_tokenizers`` (``vq``: the FSQ VQ of the discrete
 settings; ``vae``: the KL-VAE of Transfusion). The speech units are fitted in :mod:`.speech`.
 
 A tokenizer already saved under ``out/tokenizers`` is loaded, not trained again.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -21,9 +21,19 @@ from .records import write_json
 
 
 def text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) -> BPETokenizer:
-    """The BPE tokenizer saved at ``path``, trained on ``texts`` first if there is none."""
+    """The BPE tokenizer saved at ``path``, trained on ``texts`` first if there is none, or the
+    tokenizer ``config.text_tokenizer`` names (imported as it is)."""
+    imported = _imported(config)
     if path.is_dir():
         log(f"text tokenizer: reusing {path}")
+        saved = BPETokenizer.load(path)
+        if imported is not None and saved.to_str() != imported.to_str():
+            raise PrepareError(f"{path} holds another text tokenizer than text_tokenizer={config.text_tokenizer!r}: "
+                               f"prepare into a new out_dir (the shards are in that tokenizer's ids)")
+        return saved
+    if imported is not None:
+        log(f"text tokenizer: importing {config.text_tokenizer} ({imported.vocab_size} ids)")
+        imported.save(path)
         return BPETokenizer.load(path)
     if not texts:
         raise PrepareError("no text to train the text tokenizer on: every text source and caption is missing")
@@ -31,6 +41,15 @@ def text_tokenizer(path: Path, texts: List[str], config: PrepareConfig, log) -> 
     tokenizer = BPETokenizer.train(texts, vocab_size=config.text_vocab)
     tokenizer.save(path)
     return tokenizer
+
+
+def _imported(config: PrepareConfig) -> Optional[BPETokenizer]:
+    if not config.text_tokenizer:
+        return None
+    try:
+        return BPETokenizer.import_file(config.text_tokenizer)
+    except (OSError, ValueError) as error:
+        raise PrepareError(f"text_tokenizer={config.text_tokenizer!r}: {error}") from None
 
 
 def image_tokenizer(kind: str, out: Path, images: np.ndarray, config: PrepareConfig, log):
