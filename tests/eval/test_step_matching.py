@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mot.eval.step_matching import fraction_to_match_final, smooth, step_matching_curve, steps_to_reach
+from mot.eval.step_matching import (fraction_to_match_final, seconds_at, smooth, step_matching_curve, steps_to_reach,
+                                    time_fraction_to_match_final)
 
 
 def power_law(step, floor=1.5, scale=4.0, exponent=0.5):
@@ -104,3 +105,25 @@ def test_each_curve_of_a_comparison_is_checked_by_name():
         fraction_to_match_final([-1, 0], [2.0, 1.0], *good)
     with pytest.raises(ValueError, match="target=nan: expected a finite loss"):
         steps_to_reach(*good, math.nan)
+
+
+def test_the_clock_interpolates_training_seconds_from_step_zero():
+    clock = [[10, 5.0], [20, 15.0]]
+    assert seconds_at(clock, 0) == 0.0
+    assert seconds_at(clock, 5) == 2.5
+    assert seconds_at(clock, 15) == 10.0
+    assert seconds_at(clock, 20) == 15.0
+    assert seconds_at(clock, 21) is None
+
+
+def test_wall_clock_matching_charges_slower_steps():
+    """Two runs with the same losses per step: equal in steps; the one whose steps take twice as long
+    needs twice the reference's seconds (MoE-4x's routing pays here, not in step matching)."""
+    steps, losses = [10, 20, 30, 40], [4.0, 3.0, 2.5, 2.0]
+    reference_clock = [[s, s * 1.0] for s in steps]
+    slow_clock = [[s, s * 2.0] for s in steps]
+    assert fraction_to_match_final(steps, losses, steps, losses) == 1.0
+    assert time_fraction_to_match_final(steps, losses, reference_clock, steps, losses, slow_clock) == 2.0
+    faster = [4.0, 2.0, 1.5, 1.0]  # reaches 2.0 at step 20, at 20 of the reference's 40 seconds
+    assert time_fraction_to_match_final(steps, losses, reference_clock, steps, faster, reference_clock) == 0.5
+    assert time_fraction_to_match_final(steps, losses, reference_clock, steps, [5.0] * 4, reference_clock) is None

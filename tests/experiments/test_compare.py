@@ -39,6 +39,9 @@ def test_a_comparison_trains_each_architecture_and_reports(corpus, tmp_path):
     assert "train/image" in results["step_matching"]["mot"] and "valid/text" in results["step_matching"]["mot"]
     text = (report / "report.md").read_text()
     assert "## Step matching" in text and "| mot |" in text
+    assert "## Wall-clock matching" in text
+    assert [step for step, _ in mot["clock"]] == [1, 2, 3, 4] and mot["clock"][-1][1] == mot["training_seconds"]
+    assert "seconds_fraction" in results["step_matching"]["mot"]["train/image"]
     for name in ("loss_train.png", "loss_valid.png", "step_matching.png"):
         assert (report / name).stat().st_size > 1000
 

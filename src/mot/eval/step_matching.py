@@ -7,7 +7,10 @@ interpolated; before its first point nothing is known, so a loss reached there c
 at the first step.
 
 "MoT needs 45.5% of dense's steps" is :func:`fraction_to_match_final`: the steps the other run
-needs to reach the reference's final loss, over the reference's final step.
+needs to reach the reference's final loss, over the reference's final step. The paper's figure 19
+asks the same in wall-clock time (:func:`time_fraction_to_match_final`): each run's *clock* maps a
+step to the training seconds spent up to it, so a run whose steps are slower (MoE-4x's routing)
+pays for them there.
 """
 
 from __future__ import annotations
@@ -77,6 +80,37 @@ def fraction_to_match_final(reference_steps: Sequence[int], reference_losses: Se
         raise ValueError(f"reference: the final step is {reference_steps[-1]}; a fraction of it needs it > 0")
     reached = steps_to_reach(other_steps, other_losses, reference_losses[-1])
     return None if reached is None else reached / reference_steps[-1]
+
+
+def seconds_at(clock: Sequence[Sequence[float]], step: float) -> Optional[float]:
+    """The training seconds a run had spent at ``step``: its ``clock`` ``[[step, seconds], ...]``
+    (cumulative, strictly increasing steps) interpolated linearly, from 0 seconds at step 0;
+    ``None`` past the clock's last step."""
+    previous_step, previous_seconds = 0.0, 0.0
+    for clock_step, seconds in clock:
+        if step <= clock_step:
+            if clock_step == previous_step:
+                return float(seconds)
+            return previous_seconds + (step - previous_step) / (clock_step - previous_step) * (seconds - previous_seconds)
+        previous_step, previous_seconds = clock_step, seconds
+    return None
+
+
+def time_fraction_to_match_final(reference_steps: Sequence[int], reference_losses: Sequence[float],
+                                 reference_clock: Sequence[Sequence[float]], other_steps: Sequence[int],
+                                 other_losses: Sequence[float], other_clock: Sequence[Sequence[float]]
+                                 ) -> Optional[float]:
+    """:func:`fraction_to_match_final` in training seconds: the seconds the other run spent until it
+    reached the reference's final loss, over the seconds the reference spent until its final step;
+    ``None`` if it never reaches it (or a clock stops before the step it is asked about)."""
+    _check_curve("reference", reference_steps, reference_losses)
+    _check_curve("other", other_steps, other_losses)
+    reached = steps_to_reach(other_steps, other_losses, reference_losses[-1])
+    spent = seconds_at(other_clock, reached) if reached is not None else None
+    total = seconds_at(reference_clock, reference_steps[-1])
+    if spent is None or not total:
+        return None
+    return spent / total
 
 
 def share_text(value: Optional[float]) -> str:

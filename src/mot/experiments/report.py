@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..eval.caption_use import caption_use_table
-from ..eval.step_matching import fraction_to_match_final, share_text, smooth, step_matching_curve
+from ..eval.step_matching import (fraction_to_match_final, share_text, smooth, step_matching_curve,
+                                  time_fraction_to_match_final)
 from ..io.figures import save_figure
 from ..io.files import atomic_write
 from ..runs.metrics import read_metrics
@@ -41,8 +42,13 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
                 for modality, loss in losses.items():
                     if loss is not None:
                         valid.setdefault(split, {}).setdefault(modality, []).append([record["step"], loss])
+    clock, spent = [], 0.0  # [[step, training seconds until it]]: evaluation and checkpoints excluded
+    for record in records:
+        if record["kind"] == "train":
+            spent += record["seconds"]
+            clock.append([record["step"], spent])
     return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
-            "training_seconds": sum(r["seconds"] for r in records if r["kind"] == "train"),
+            "training_seconds": spent, "clock": clock,
             "steps": config.steps, "train": train, "valid": valid,
             "environment": read_environment(config.run_dir)}
 
@@ -70,6 +76,8 @@ def step_matching(results: Dict[str, dict], reference: str, smoothing: float) ->
             steps, losses = zip(*points)
             matched[label][name] = {
                 "fraction": fraction_to_match_final(ref_steps, ref_losses, steps, losses),
+                "seconds_fraction": time_fraction_to_match_final(ref_steps, ref_losses, results[reference]["clock"],
+                                                                 steps, losses, result["clock"]),
                 "curve": [list(pair) for pair in step_matching_curve(ref_steps, ref_losses, steps, losses)]}
     return matched
 
@@ -189,6 +197,14 @@ def _markdown(experiment, results, matching, plots, variant) -> str:
               "| architecture | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for label, by in matching.items():
         lines.append(f"| {label} | " + " | ".join(share_text(by.get(n, {}).get("fraction")) for n in names) + " |")
+    lines += ["", f"## Wall-clock matching (share of `{experiment.reference}`'s training seconds needed to reach "
+              "its final loss)", "",
+              "The same crossings timed by each run's own clock: seconds spent in training steps (evaluation and "
+              "checkpoints excluded), on the machine above. Below 100%: faster than the reference in time.", "",
+              "| architecture | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for label, by in matching.items():
+        lines.append(f"| {label} | " + " | ".join(share_text(by.get(n, {}).get("seconds_fraction")) for n in names)
+                     + " |")
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
     return "\n".join(lines) + "\n"
 
