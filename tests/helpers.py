@@ -53,6 +53,42 @@ def prepare_small_corpus(directory, **overrides):
     return directory
 
 
+def prepare_corpus_with_words(directory, documents: int):
+    """:func:`prepare_small_corpus` plus ``documents`` text-only documents (the source ``words``): a
+    rank that sees no image, a text-only validation loss."""
+    import json
+
+    words = directory / "words.jsonl"
+    words.write_text("".join(json.dumps({"id": f"w{i}", "segments": [{"type": "text", "text": f"plain words {i} " * 6}]})
+                             + "\n" for i in range(documents)))
+    return prepare_small_corpus(directory, jsonl=[str(words)])
+
+
+def small_llama_config(**overrides):
+    """A small ``transformers.LlamaConfig`` (``overrides`` of its fields)."""
+    import transformers
+
+    settings = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 500.0}, tie_word_embeddings=False)
+    return transformers.LlamaConfig(**{**settings, **overrides})
+
+
+def random_llama(**overrides):
+    """A randomly initialised Llama of :func:`small_llama_config` (offline) with norm weights far from
+    1, so the norms are really compared; eager attention, the reference: no fused kernel."""
+    import transformers
+
+    config = small_llama_config(**overrides)
+    config._attn_implementation = "eager"
+    llama = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for parameter in llama.parameters():
+            if parameter.dim() == 1:
+                parameter.uniform_(0.5, 1.5)
+    return llama
+
+
 def small_transfusion_recipe(corpus, runs, **overrides):
     """:func:`small_recipe` in the Transfusion setting: a linear patch encoder, 2x2 patches."""
     settings = {"data.setting": "transfusion", "model.latent.encoder": "linear", "name": "transfusion"}

@@ -12,29 +12,9 @@ from mot.interop.llama import (check_fits_model, check_llama_fits, llama_model_f
 from mot.io import CheckpointError
 from mot.model import build_model
 
-from tests.helpers import tiny_config
+from tests.helpers import random_llama, small_llama_config, tiny_config
 
 transformers = pytest.importorskip("transformers")
-
-
-def small_llama_config(**overrides):
-    settings = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
-                    rope_parameters={"rope_type": "default", "rope_theta": 500.0}, tie_word_embeddings=False)
-    settings.update(overrides)
-    return transformers.LlamaConfig(**settings)
-
-
-def random_llama(**overrides):
-    """A randomly initialised Llama with norm weights far from 1, so the norms are really compared."""
-    config = small_llama_config(**overrides)
-    config._attn_implementation = "eager"  # the reference: no fused kernel on either side
-    llama = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for parameter in llama.parameters():
-            if parameter.dim() == 1:
-                parameter.uniform_(0.5, 1.5)
-    return llama
 
 
 def max_logit_difference(llama, model, length=29):

@@ -16,7 +16,7 @@ from mot.runs.warm_start import warm_start
 from mot.tokenizers.vocab import VocabLayout
 from mot.train.trainer import Trainer
 
-from tests.helpers import random_batch, small_recipe, tiny_config
+from tests.helpers import random_batch, random_llama, small_recipe, tiny_config
 
 quiet = lambda _: None  # noqa: E731
 
@@ -144,26 +144,18 @@ def test_pickled_weights_are_never_unpickled(small_corpus, tmp_path, monkeypatch
                    open_corpus(small_corpus).layout("chameleon"), log=quiet)
 
 
-def random_llama(directory, vocab=61):
-    """A randomly initialised Llama made by transformers, offline, saved as safetensors."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
-    torch.manual_seed(3)
-    llama = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, parameter in llama.named_parameters():
-            if parameter.dim() == 1:  # non-trivial norm weights, so the norms are really compared
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0, 0.1)
+def saved_llama(directory, vocab=61):
+    """:func:`tests.helpers.random_llama` of the small recipes' shape (32 wide, 4 heads, 2 key/value
+    heads), saved as safetensors."""
+    pytest.importorskip("transformers")
+    llama = random_llama(vocab_size=vocab, hidden_size=32, intermediate_size=48, max_position_embeddings=128,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     llama.save_pretrained(directory)
     return llama
 
 
 def test_a_llama_fills_the_text_tower_and_an_image_tower_leaves_its_text_logits_alone(tmp_path):
-    llama = random_llama(tmp_path / "llama")
+    llama = saved_llama(tmp_path / "llama")
     layout = VocabLayout({"text": 61, "image": 12})
     fields = dict(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=48,
                   norm_placement="pre", norm_type="rmsnorm", qk_norm=False, max_seq_len=128)
@@ -187,7 +179,7 @@ def test_a_llama_fills_the_text_tower_and_an_image_tower_leaves_its_text_logits_
 
 
 def test_a_llama_that_does_not_fit_is_refused(tmp_path):
-    random_llama(tmp_path / "llama", vocab=61)
+    saved_llama(tmp_path / "llama", vocab=61)
     clash = VocabLayout({"text": 60, "image": 12})
     model = build_model(tiny_config(vocab_size=clash.vocab_size, d_model=32, n_heads=4, n_kv_heads=2, ffn_hidden=48,
                                     norm_placement="pre", qk_norm=False))
@@ -239,7 +231,7 @@ def test_a_corpus_in_a_llamas_ids_trains_from_the_llama(tmp_path):
     from tests.helpers import prepare_small_corpus
 
     vocab = sentencepiece_style_tokenizer(tmp_path / "tokenizer.json")
-    llama = random_llama(tmp_path / "llama", vocab=vocab)
+    llama = saved_llama(tmp_path / "llama", vocab=vocab)
     corpus = prepare_small_corpus(tmp_path / "corpus", text_tokenizer=str(tmp_path / "tokenizer.json"))
     recipe = small_recipe(corpus, tmp_path / "runs", architecture="mot", **{
         "init.source": str(tmp_path / "llama"), "init.towers": "{image: fresh}", "model.n_kv_heads": 2,

@@ -18,7 +18,7 @@ from mot.train.optim import parameter_groups
 from mot.train.trainer import Trainer
 from mot.train.validation import loss_sums, per_modality, validation_batches
 
-from tests.helpers import prepare_small_corpus, small_recipe
+from tests.helpers import prepare_corpus_with_words, small_recipe
 
 UNTIED_HEAD = "[ffn,attention,norms,head]"
 
@@ -27,10 +27,7 @@ UNTIED_HEAD = "[ffn,attention,norms,head]"
 def corpus(tmp_path_factory):
     """The small corpus plus text-only documents (``words``), for a text-only validation loss."""
     out = tmp_path_factory.mktemp("corpus")
-    words = out / "words.jsonl"
-    words.write_text("".join(json.dumps({"id": f"w{i}", "segments": [{"type": "text", "text": f"plain words {i} " * 6}]})
-                             + "\n" for i in range(60)))
-    return prepare_small_corpus(out, jsonl=[str(words)])
+    return prepare_corpus_with_words(out, 60)
 
 
 def frozen_recipe(corpus, runs, **overrides):

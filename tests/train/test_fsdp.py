@@ -1,7 +1,6 @@
 """FSDP2 on 2 CPU processes (gloo) against one process with the same global batch; a rank whose
 batches hold no image token."""
 
-import json
 import os
 import socket
 
@@ -17,7 +16,7 @@ from mot.runs.recipe import load_recipe
 from mot.train.distributed import DistributedContext
 from mot.train.trainer import Trainer
 
-from tests.helpers import prepare_small_corpus
+from tests.helpers import prepare_corpus_with_words
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -27,10 +26,7 @@ STEPS = 5
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    words = out / "words.jsonl"  # text-only documents, for the rank that sees no image
-    words.write_text("".join(json.dumps({"id": f"w{i}", "segments": [{"type": "text", "text": f"plain words {i} " * 6}]})
-                             + "\n" for i in range(40)))
-    return prepare_small_corpus(out, jsonl=[str(words)])
+    return prepare_corpus_with_words(out, 40)
 
 
 def recipe(corpus, runs, grad_accum, extra=None):

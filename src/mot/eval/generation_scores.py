@@ -20,7 +20,6 @@ and what it made is scored against the corpus's held-out documents.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -29,7 +28,6 @@ from ..config import ConfigError
 from ..data.prepare.evaluation_sets import FEATURES, read_evaluation_set
 from ..data.settings import Corpus
 from ..generate.logits import Sampling
-from ..generate.pipelines import pipeline_for_run
 from ..generate.transfusion import ImageSampling
 from ..runs.recipe import TrainConfig
 from ..tokenizers.image_features import ImageFeatureNet
@@ -43,10 +41,10 @@ IMAGE_METRICS = ("fid", "kid", "attributes", "cider", "bleu")
 SPEECH_METRICS = ("wer", "speech_units")
 
 
-def generation_metrics(run_dir: Path, step: int, config: TrainConfig, corpus: Corpus, names: Sequence[str],
+def generation_metrics(pipeline, config: TrainConfig, corpus: Corpus, names: Sequence[str],
                        splits: Sequence[str], options, log: Callable[[str], None]) -> Tuple[dict, dict]:
-    """``(numbers, seconds)`` of the generation metrics ``names`` on each of ``splits``."""
-    pipeline = pipeline_for_run(run_dir, log, step)
+    """``(numbers, seconds)`` of the generation metrics ``names`` on each of ``splits``, made by
+    ``pipeline`` (:func:`mot.generate.pipelines.pipeline_for_run` of the checkpoint)."""
     numbers: Dict[str, dict] = {name: {} for name in names}
     seconds: Dict[str, float] = {}
     for split in splits:

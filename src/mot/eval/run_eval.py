@@ -23,6 +23,7 @@ import torch
 from ..config import ConfigError
 from ..data.settings import Corpus, open_corpus
 from ..io import atomic_write
+from ..generate.pipelines import pipeline_for_run
 from ..runs.model import load_run_model, run_checkpoints
 from ..runs.recipe import TrainConfig
 from ..train.objective import make_objective
@@ -111,8 +112,13 @@ def checkpoint_steps(saved: Sequence[int], choice: str, run_dir: Path) -> List[i
 
 def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, corpus: Corpus, metrics: Sequence[str],
                         splits: Sequence[str], options: EvalOptions, log: Callable[[str], None]) -> dict:
-    """``{"metrics": {name: numbers}, "seconds": {name: s}}`` of the checkpoint of ``step``."""
-    _, model = load_run_model(run_dir, log, step)
+    """``{"metrics": {name: numbers}, "seconds": {name: s}}`` of the checkpoint of ``step``.
+
+    The checkpoint is loaded once: into the run's pipeline when a metric generates (its model
+    serves the losses too), else as the model alone."""
+    generation = [name for name in metrics if METRICS[name].generates]
+    pipeline = pipeline_for_run(run_dir, log, step) if generation else None
+    model = pipeline.model if pipeline is not None else load_run_model(run_dir, log, step)[1]
     numbers: Dict[str, object] = {}
     seconds: Dict[str, float] = {}
     for name in metrics:
@@ -125,11 +131,10 @@ def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, corpus: C
             numbers[name] = {split: conditional_perplexities(config, model, corpus, split, options.pairs)
                              for split in splits}
         seconds[name] = round(time.perf_counter() - started, 2)
-    generation = [name for name in metrics if METRICS[name].generates]
     if generation:
         from .generation_scores import generation_metrics
 
-        found, timed = generation_metrics(run_dir, step, config, corpus, generation, splits, options, log)
+        found, timed = generation_metrics(pipeline, config, corpus, generation, splits, options, log)
         numbers.update(found)
         seconds.update(timed)
     return {"metrics": numbers, "seconds": seconds}

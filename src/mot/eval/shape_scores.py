@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..data.sources.shapescene_attributes import caption_attributes
 from ..data.sources.shapescenes import BACKGROUNDS, COLOURS, SHAPES, render_scene, sample_scene
 
 ATTRIBUTES = ("background", "colour", "shape")
@@ -29,16 +30,13 @@ SILHOUETTE = 16
 def parse_caption(text: str) -> Optional[Dict[str, str]]:
     """``{"background", "colour", "shape"}`` of a single-object caption in any of ShapeScenes'
     templates ("a large red circle on a white background", "one small red circle, white
-    background", ...); ``None`` for two objects or text that names no single shape."""
-    words = text.lower().replace(",", " ").replace(":", " ").split()
-    shapes = [i for i, w in enumerate(words) if w in SHAPES]
-    backgrounds = [i for i, w in enumerate(words) if w == "background"]
-    if len(shapes) != 1 or len(backgrounds) != 1 or shapes[0] == 0 or backgrounds[0] == 0:
+    background", ...; read by :func:`~mot.data.sources.shapescene_attributes.caption_attributes`);
+    ``None`` for two objects or text that is no such caption."""
+    record = caption_attributes(text)
+    if record is None or record["count"] != 1:
         return None
-    colour, background = words[shapes[0] - 1], words[backgrounds[0] - 1]
-    if colour not in COLOURS or background not in BACKGROUNDS:
-        return None
-    return {"background": background, "colour": colour, "shape": words[shapes[0]]}
+    scene_object = record["objects"][0]
+    return {"background": record["background"], "colour": scene_object["colour"], "shape": scene_object["shape"]}
 
 
 def caption_names(text: str, truth: Dict[str, str]) -> Dict[str, bool]:

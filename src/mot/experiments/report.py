@@ -32,8 +32,11 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
     records = read_metrics(config.run_dir)
     train: Dict[str, List[list]] = {}
     valid: Dict[str, Dict[str, List[list]]] = {}
+    clock, spent = [], 0.0  # [[step, training seconds until it]]: evaluation and checkpoints excluded
     for record in records:
         if record["kind"] == "train":
+            spent += record["seconds"]
+            clock.append([record["step"], spent])
             for modality, loss in {ALL: record["loss"], **record["loss_per_modality"]}.items():
                 if loss is not None:
                     train.setdefault(modality, []).append([record["step"], loss])
@@ -42,11 +45,6 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
                 for modality, loss in losses.items():
                     if loss is not None:
                         valid.setdefault(split, {}).setdefault(modality, []).append([record["step"], loss])
-    clock, spent = [], 0.0  # [[step, training seconds until it]]: evaluation and checkpoints excluded
-    for record in records:
-        if record["kind"] == "train":
-            spent += record["seconds"]
-            clock.append([record["step"], spent])
     return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
             "training_seconds": spent, "clock": clock,
             "steps": config.steps, "train": train, "valid": valid,

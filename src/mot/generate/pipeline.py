@@ -28,6 +28,11 @@ class TransfusionPipeline:
         self.corpus_dir = corpus_dir  # the prepared corpus the tokenizers come from, when known
         self.sampler = TransfusionSampler(model, layout, vae.config.latent_shape, train_steps, schedule, objective)
 
+    @property
+    def model(self) -> MoTModel:
+        """The model the sampler denoises and captions with."""
+        return self.sampler.model
+
     @classmethod
     def from_run(cls, run_dir: str | Path, log=print, step: Optional[int] = None) -> "TransfusionPipeline":
         """The checkpoint of ``step`` (default: the newest complete one) of a Transfusion-setting

@@ -52,15 +52,20 @@ class MoTHFConfig(PretrainedConfig):
 
     def layout(self) -> Optional[VocabLayout]:
         """The vocabulary layout, checked against the model config; ``None`` without one."""
-        if self.modality_sizes is None:
-            return None
-        config, sizes = self.model_config(), self.modality_sizes
-        # The order of the modalities is the order of their ids, but transformers writes config.json
-        # with sorted keys: the model's modality list, which the layout must match anyway, gives it.
-        order = [m for m in config.modalities if m in sizes] + [m for m in sizes if m not in config.modalities]
-        layout = VocabLayout({modality: sizes[modality] for modality in order})
-        layout.check_model(config)
-        return layout
+        return stored_layout(self.modality_sizes, self.model_config())
+
+
+def stored_layout(sizes: Optional[Dict[str, int]], config: ModelConfig) -> Optional[VocabLayout]:
+    """The vocabulary layout an exported ``config.json`` stores as ``modality_sizes`` (``None``:
+    none), checked against the model's ``config``."""
+    if not sizes:
+        return None
+    # The order of the modalities is the order of their ids, but transformers writes config.json
+    # with sorted keys: the model's modality list, which the layout must match anyway, gives it.
+    order = [m for m in config.modalities if m in sizes] + [m for m in sizes if m not in config.modalities]
+    layout = VocabLayout({modality: sizes[modality] for modality in order})
+    layout.check_model(config)
+    return layout
 
 
 class MoTForCausalLM(PreTrainedModel):

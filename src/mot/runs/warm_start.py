@@ -94,10 +94,11 @@ def read_source(init: InitConfig, log: Callable[[str], None] = print) -> SourceM
         return SourceModel(f"the model in {path}", model.config, model.state_dict(), None)
     if "mot" in saved:  # written by `mot export --format hf`: mot's config and vocabulary come with it
         from ..interop.hf_export import import_hf
+        from ..interop.hf_model import stored_layout
 
         model = import_hf(path)
         return SourceModel(f"the model in {path}", model.config, model.state_dict(),
-                           _layout_of(saved.get("modality_sizes"), model.config))
+                           stored_layout(saved.get("modality_sizes"), model.config))
     return _llama_source(path)
 
 
@@ -114,16 +115,6 @@ def _llama_source(path: Path) -> SourceModel:
     config = ModelConfig(**llama_model_fields(hf_config), vocab_size=hf_config.vocab_size, modalities=["text"])
     state = llama_to_tower_state(hf_config, llama_state, group="text")
     return SourceModel(f"the Llama in {path}", config, state, None, text_ids=True)
-
-
-def _layout_of(sizes: Optional[Dict[str, int]], config: ModelConfig) -> Optional[VocabLayout]:
-    """The layout an exported ``config.json`` stores (its keys sorted there: the model's modalities give
-    the order of the ids)."""
-    if not sizes:
-        return None
-    layout = VocabLayout({modality: sizes[modality] for modality in config.modalities if modality in sizes})
-    layout.check_model(config)
-    return layout
 
 
 def warm_start(model: torch.nn.Module, init: InitConfig, layout: VocabLayout,

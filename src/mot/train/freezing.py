@@ -20,7 +20,7 @@ stays exactly as it was.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..tokenizers.vocab import VocabLayout
-
-#: parameters whose rows are tokens: the row mask applies to them
-ROW_PARAMETERS = ("embed.weight", "head.weight")
+from .optim import EMBEDDING_PARAMETERS, tower_of_parameter
 
 
 def frozen_rows(towers: Sequence[str], model: ModelConfig, layout: VocabLayout) -> torch.Tensor:
@@ -47,24 +45,26 @@ class FrozenTowers:
     def __init__(self, model: nn.Module, towers: Sequence[str], layout: VocabLayout):
         self.model, self.towers = model, list(towers)
         self._masks: Dict[str, torch.Tensor] = {}  # per row parameter, laid out like its gradient
+        self._row_names: List[str] = []
         if not self.towers:
             return
-        markers = tuple(f".towers.{tower}." for tower in self.towers)
         for name, parameter in model.named_parameters():
-            if any(marker in f".{name}" for marker in markers):
+            if tower_of_parameter(name) in self.towers:
                 parameter.requires_grad_(False)
+            elif name in EMBEDDING_PARAMETERS:  # one row per token id: the embedding, a shared head
+                self._row_names.append(name)
         self._keep = (~frozen_rows(self.towers, model.config, layout)).unsqueeze(1)  # [V, 1]: gradient stays
 
     def zero_frozen_rows(self) -> None:
         """Zero the gradient rows of the frozen towers' tokens (a multiply: no host sync). The
-        parameters are looked up by name each time: FSDP2 replaces them with sharded ones."""
-        if not self.towers:
-            return
-        for name, parameter in self.model.named_parameters():
-            if name in ROW_PARAMETERS and parameter.grad is not None:
+        parameters are looked up by name each time: FSDP2 replaces them with sharded ones after
+        this class has seen them."""
+        for name in self._row_names:
+            grad = self.model.get_parameter(name).grad
+            if grad is not None:
                 if name not in self._masks:
-                    self._masks[name] = _like(self._keep, parameter.grad)
-                parameter.grad.mul_(self._masks[name])
+                    self._masks[name] = _like(self._keep, grad)
+                grad.mul_(self._masks[name])
 
 
 def _like(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
