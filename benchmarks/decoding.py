@@ -7,7 +7,7 @@ batched mixed requests against one by one, and host reads per generated token.
    tokens (tests/generate/test_decoding.py); the ratio of their times is the cache's gain.
 2. **Batched vs one by one**: 8 mixed requests (text continuation, an image with guidance, a
    caption, speech both ways) in one batch, against the same 8 alone; tokens per second of each.
-3. **Host reads per token**: calls of ``decoding.fetch`` (the step's one device -> host read)
+3. **Host reads per token**: calls of ``batching.fetch`` (the step's one device -> host read)
    divided by decoding steps.
 
 Both sides of each comparison run in ONE process, alternating, after a warm-up, and the median is
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-import mot.generate.decoding as decoding
+import mot.generate.batching as batching
 from mot.config import ModelConfig
 from mot.generate.decoding import Decoder, Request
 from mot.generate.logits import Sampling
@@ -119,10 +119,10 @@ def main(argv=None) -> None:
                        "one by one": lambda: [decoder.generate([r]) for r in batch]}, args.rounds, args.device)
 
     reads = []
-    original = decoding.fetch
-    decoding.fetch = lambda tensor: reads.append(1) or original(tensor)
+    original = batching.fetch
+    batching.fetch = lambda tensor: reads.append(1) or original(tensor)
     steps = max(len(g.tokens) + g.finished for g in decoder.generate(batch))
-    decoding.fetch = original
+    batching.fetch = original
 
     result = {"prompt_tokens": args.prompt, "new_tokens": made,
               "cached_tokens_per_s": made / cache["cached"], "recomputed_tokens_per_s": made / cache["recomputed"],

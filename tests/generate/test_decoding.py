@@ -114,11 +114,11 @@ def test_free_sampling_keeps_every_span_well_formed():
 
 
 def test_one_host_read_per_generated_token(monkeypatch):
-    import mot.generate.decoding as decoding
+    import mot.generate.batching as batching
 
     model = model_for("hybrid-token-choice")
     reads, recorder = [], RecordOps()
-    original_fetch, original_plan = decoding.fetch, decoding.build_routing_plan
+    original_fetch, original_plan = batching.fetch, batching.build_routing_plan
 
     def counted(tensor):
         reads.append(tensor.shape)
@@ -131,15 +131,17 @@ def test_one_host_read_per_generated_token(monkeypatch):
         finally:
             recorder.__enter__()
 
-    monkeypatch.setattr(decoding, "fetch", counted)
-    monkeypatch.setattr(decoding, "build_routing_plan", plan_on_the_host)
+    monkeypatch.setattr(batching, "fetch", counted)
+    monkeypatch.setattr(batching, "build_routing_plan", plan_on_the_host)
     decoder = Decoder(model, LAYOUT, RULES)
     batch = [Request([BOS, TEXT + 1, BOI], mode="image", max_new_tokens=20, guidance=2.0),
              Request([BOS, TEXT + 2], mode="text", max_new_tokens=6)]
     with recorder:
         generations = decoder.generate(batch)
-    steps = max(len(g.tokens) + g.finished for g in generations)
-    assert len(reads) == steps and all(shape == (2,) for shape in reads)
+    # each request's steps: its tokens, and the <eos> that ends a text (an image's <eoi> is a token)
+    lengths = [len(g.tokens) + (g.finished and r.mode == "text") for g, r in zip(generations, batch)]
+    # one read per step, of the requests still in the batch (a request that ended has left it)
+    assert [shape[0] for shape in reads] == [sum(n > step for n in lengths) for step in range(max(lengths))]
     assert not SYNCING_OPS & set(recorder.names) and not recorder.bool_indexing
 
 

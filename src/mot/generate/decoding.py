@@ -1,15 +1,9 @@
 """Autoregressive decoding for every architecture: prefill once, then one position per step over the
 KV cache, with every output kept well formed by the modality grammar.
 
-One step, for a batch of requests::
-
-    logits of the last position  -> classifier-free guidance (image requests with guidance > 1 run an
-                                    unconditional row, ``<bos> <boi>``, beside the conditional one)
-                                 -> the grammar's allowed ids -> the request's sampling processors
-                                 -> the next token of every request       (the step's one read to the host)
-    host: the grammar moves on; the next position's modality, tower routing plan and position are
-          known from the ids just read, so nothing else is read back from the device
-    one forward of the new positions over the cache
+:meth:`Decoder.generate` decodes a list of requests together: a :class:`.batching.DecodingBatch`
+that they all join at once, stepped until each has ended (the module :mod:`.batching` shows one
+step). A server keeps such a batch open and lets requests join and leave between steps.
 
 The model routes MoE tokens by themselves while decoding (:meth:`MoTModel.causal_routing`): an
 Expert-Choice MoE, whose experts pick tokens among the whole batch when training, decodes with its
@@ -28,15 +22,12 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..model.kv_cache import KVCache
-from ..model.routing import build_routing_plan
 from ..model.transformer import MoTModel
 from ..progress import progress
 from ..tokenizers.vocab import VocabLayout
-from .logits import GenerationError, Sampling, TokenChooser, guided, processors_for
-from .modality_state import IMAGE, ModalityGrammar, RowState, SpanRules, states_of
-
-PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
+from .batching import DecodingBatch
+from .logits import GenerationError, Sampling
+from .modality_state import IMAGE, ModalityGrammar, SpanRules
 
 
 @dataclass(frozen=True)
@@ -65,11 +56,6 @@ class Generation:
     finished: bool
 
 
-def fetch(tensor: torch.Tensor) -> List[int]:
-    """The one device -> host read of a decoding step (the sampled ids); tests count its calls."""
-    return tensor.tolist()
-
-
 class Decoder:
     """Generates from ``model`` in the vocabulary ``layout`` (the corpus's, for its setting)."""
 
@@ -90,129 +76,28 @@ class Decoder:
     def generate(self, requests: Sequence[Request], log: Optional[Callable[[str], None]] = None) -> List[Generation]:
         """Generate every request in one batch; the same as generating them one by one. With ``log``,
         progress lines (a bar on a terminal)."""
-        self._check(requests)
-        states = [RowState(self.grammar, r.mode, r.prompt) for r in requests]
-        rows = [list(r.prompt) for r in requests] + [self._unconditional(r) for r in requests if r.guidance != 1.0]
-        pairs = [i for i, r in enumerate(requests) if r.guidance != 1.0]  # row len(requests) + k pairs with pairs[k]
-        outputs: List[List[int]] = [[] for _ in requests]
-        choose = TokenChooser([r.sampling for r in requests], self.device)
-        processors = processors_for([r.sampling for r in requests], self.device)
-        scales = torch.tensor([float(r.guidance) for r in requests], dtype=torch.float64, device=self.device)
-        cache = KVCache(self.model.config.n_layers)
-        lengths = [len(row) for row in rows]
-        latents = [r.latents for r in requests] + [None] * len(pairs)
-        with self.model.causal_routing():
-            logits = self._prefill(rows, latents, cache)
-            seen = self._seen(rows)
-            steps = range(max(r.max_new_tokens for r in requests))
-            if log is not None:
-                steps = progress(steps, f"decoding {len(requests)} requests", unit="tokens", log=log)
-            for step in steps:
-                active = [not s.done and step < r.max_new_tokens for s, r in zip(states, requests)]
-                if not any(active) or cache.length >= self.model.config.max_seq_len:
-                    break
-                chosen = self._choose(logits, states, pairs, scales, seen[:len(requests)], processors, choose, active)
-                ids = fetch(chosen)
-                for index, token in enumerate(ids):
-                    if active[index]:
-                        states[index].advance(token)
-                        if token != self.grammar.eos:
-                            outputs[index].append(token)
-                if all(s.done or step + 1 >= r.max_new_tokens for s, r in zip(states, requests)):
-                    break  # nothing reads another step's logits
-                step_ids = ids + [ids[i] for i in pairs]
-                logits = self._step(step_ids, lengths, cache)
-                lengths = [length + 1 for length in lengths]
-                seen[torch.arange(len(step_ids), device=self.device), torch.tensor(step_ids, device=self.device)] = True
-        return [Generation(out, state.done) for out, state in zip(outputs, states)]
-
-    def _choose(self, logits, states, pairs, scales, seen, processors, choose, active) -> torch.Tensor:
-        """The next id of every request ``[N]`` (``<pad>`` for those that have ended), on the device."""
-        count = len(states)
-        conditional = logits[:count].float()
-        if pairs:  # guided requests: their unconditional rows follow the requests' rows
-            index = torch.tensor(pairs, device=self.device)
-            mixed = guided(conditional.index_select(0, index), logits[count:].float(), scales.index_select(0, index))
-            conditional = conditional.index_copy(0, index, mixed)
-        allowed = self.allowed.index_select(0, torch.tensor(states_of(states), device=self.device))
-        conditional = processors(conditional.masked_fill(~allowed, float("-inf")), seen)
-        chosen = choose(conditional)
-        still = torch.tensor(active, device=self.device)
-        return torch.where(still, chosen, torch.full_like(chosen, self.pad))
-
-    # ---- model calls -------------------------------------------------------------------------
-
-    def _prefill(self, rows: List[List[int]], latents: List[Optional[torch.Tensor]], cache: KVCache) -> torch.Tensor:
-        """Run the left-padded prompts into ``cache``; the logits of each row's last position ``[R, V]``."""
-        width = max(len(row) for row in rows)
-        tokens = np.full((len(rows), width), self.pad, dtype=np.int64)
-        documents = np.full_like(tokens, PAD_DOCUMENT)
-        positions = np.zeros_like(tokens)
-        for index, row in enumerate(rows):
-            tokens[index, width - len(row):] = row
-            documents[index, width - len(row):] = PROMPT_DOCUMENT
-            positions[index, width - len(row):] = np.arange(len(row))
-        return self._forward(tokens, positions, documents, cache, self._images(tokens, latents))
-
-    def _images(self, tokens: np.ndarray, latents: List[Optional[torch.Tensor]]) -> dict:
-        """The model's latent inputs for the prompts' Transfusion images: the latents, where each
-        starts (row, position), clean timesteps, and the span ids that let an image's patches see
-        each other (bidirectional within the image, as in training)."""
-        rows, starts = np.nonzero(tokens[:, :-1] == self.boi)  # host ids: no device read
-        found = [(row, start) for row, start in zip(rows, starts) if latents[row] is not None]
-        if not found:
-            return {}
-        stacked = torch.cat([latents[row] for row in sorted({row for row, _ in found})]).to(self.device)
-        span_ids = np.zeros_like(tokens)
-        patches = self.grammar.rules.image_tokens
-        for span, (row, start) in enumerate(found, start=1):
-            span_ids[row, start + 1:start + 1 + patches] = span
-        starts = torch.tensor([[row, start + 1] for row, start in found], device=self.device)
-        return dict(latents=stacked, latent_starts=starts, span_ids=torch.from_numpy(span_ids).to(self.device),
-                    timesteps=torch.zeros(len(found), dtype=torch.long, device=self.device))
-
-    def _step(self, ids: List[int], lengths: List[int], cache: KVCache) -> torch.Tensor:
-        """One new position per row (``ids``, at the rows' ``lengths``) over the cache."""
-        tokens = np.array(ids, dtype=np.int64)[:, None]
-        positions = np.array(lengths, dtype=np.int64)[:, None]
-        return self._forward(tokens, positions, np.full_like(tokens, PROMPT_DOCUMENT), cache)
-
-    def _forward(self, tokens: np.ndarray, positions: np.ndarray, documents: np.ndarray, cache: KVCache,
-                 images: Optional[dict] = None) -> torch.Tensor:
-        """The model over host-made inputs: the modalities and the routing plan come from the ids on
-        the host, so the model reads nothing back."""
-        modality_ids = torch.from_numpy(self.modality_table[tokens])
-        plan = build_routing_plan(modality_ids, self.model.config.modality_tower_index).to(self.device)
-        as_device = (lambda array: torch.from_numpy(array).to(self.device))
-        images = dict(images or {})
-        span_ids = images.pop("span_ids", None)
-        output = self.model(as_device(tokens), modality_ids.to(self.device), positions=as_device(positions),
-                            document_ids=as_device(documents),
-                            span_ids=span_ids if span_ids is not None else torch.zeros_like(as_device(documents)),
-                            plan=plan, cache=cache, **images)
-        return output.logits[:, -1]
+        if not requests:
+            raise GenerationError("requests is empty: give at least one")
+        batch = DecodingBatch(self)
+        joined = batch.join(requests)
+        steps = range(max(r.max_new_tokens for r in requests))
+        if log is not None:
+            steps = progress(steps, f"decoding {len(requests)} requests", unit="tokens", log=log)
+        for _ in steps:
+            if not batch:
+                break
+            batch.step()
+        return [Generation(live.tokens, live.finished) for live in joined]
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def _seen(self, rows: List[List[int]]) -> torch.Tensor:
-        seen = torch.zeros(len(rows), self.layout.vocab_size, dtype=torch.bool)
-        for index, row in enumerate(rows):
-            seen[index, row] = True
-        return seen.to(self.device)
-
-    def _unconditional(self, request: Request) -> List[int]:
+    def unconditional_prompt(self, request: Request) -> List[int]:
         """The prompt classifier-free guidance subtracts: ``<bos> <boi>`` and the codes the prompt's
         open image already holds (what image-first documents, images without a caption before
         them, taught the model)."""
         return [self.bos, *self.grammar.open_span_ids(request.prompt)]
 
-    def _check(self, requests: Sequence[Request]) -> None:
-        if not requests:
-            raise GenerationError("requests is empty: give at least one")
-        for index, request in enumerate(requests):
-            self._check_request(f"requests[{index}]", request)
-
-    def _check_request(self, name: str, request: Request) -> None:
+    def check_request(self, name: str, request: Request) -> None:
         """Raise :class:`GenerationError` naming the first thing wrong with ``request``."""
         limit = self.model.config.max_seq_len
         prompt = list(request.prompt)

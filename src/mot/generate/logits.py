@@ -352,12 +352,23 @@ class TokenChooser:
     -inf; nan or +inf are not handled.
     """
 
-    def __init__(self, samplings: Sequence[Sampling], device: torch.device):
+    def __init__(self, samplings: Sequence[Sampling], device: torch.device,
+                 generators: Optional[Sequence[Optional[torch.Generator]]] = None):
+        """``generators``: the rows' own generators (from :meth:`generator_for`), where rows carry them
+        from one chooser to the next (a batch whose requests change); by default new ones."""
         _check_samplings(samplings)
         self.samplings = tuple(samplings)
         self.device = torch.device(device)
-        self.generators = [None if s.greedy else torch.Generator(device=self.device).manual_seed(s.seed)
-                           for s in self.samplings]
+        if generators is None:
+            generators = [self.generator_for(s, self.device) for s in self.samplings]
+        if len(generators) != len(self.samplings):
+            raise GenerationError(f"generators: {len(generators)} for {len(self.samplings)} samplings")
+        self.generators = list(generators)
+
+    @staticmethod
+    def generator_for(sampling: Sampling, device: torch.device) -> Optional[torch.Generator]:
+        """The generator a row with ``sampling`` draws from (``None`` when it is greedy)."""
+        return None if sampling.greedy else torch.Generator(device=device).manual_seed(sampling.seed)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """The chosen token of each row, ``[B]`` long on the logits' device."""
