@@ -10,7 +10,6 @@ again alone).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -71,20 +70,30 @@ class ChameleonPipeline:
                       guidance: float = 1.0, log: Optional[Callable[[str], None]] = None) -> np.ndarray:
         """Images ``uint8 [N, S, S, 3]`` for ``prompts``: ``<bos> caption <boi>``, then exactly one
         image's codes (guidance > 1: classifier-free, against ``<bos> <boi>``)."""
-        codes = self.vq.config.tokens_per_image
-        requests = [Request([self.bos, *self._text_ids(p, f"prompts[{i}]"), self.boi], mode="image",
-                            max_new_tokens=codes + 1, sampling=_seeded(sampling, i), guidance=guidance)
+        requests = [self.image_request(p, sampling.for_request(i), guidance, f"prompts[{i}]")
                     for i, p in enumerate(prompts)]
-        generations = self._generate(requests, log)
-        return self.decode_images([g.tokens[:codes] for g in generations])
+        return self.decode_images([self.image_codes(g) for g in self._generate(requests, log)])
+
+    def image_request(self, prompt: str, sampling: Sampling, guidance: float = 1.0, name: str = "prompt") -> Request:
+        """The decoding request of one text -> image prompt (a server decodes it beside others)."""
+        return Request([self.bos, *self._text_ids(prompt, name), self.boi], mode="image",
+                       max_new_tokens=self.vq.config.tokens_per_image + 1, sampling=sampling, guidance=guidance)
+
+    def image_codes(self, generation: Generation) -> List[int]:
+        """The image codes of a text -> image generation (its ``<eoi>`` left out)."""
+        return generation.tokens[:self.vq.config.tokens_per_image]
 
     def image_to_text(self, images: np.ndarray, max_new_tokens: int = 40,
                       sampling: Sampling = Sampling()) -> List[str]:
         """A caption for each image ``uint8 [N, S, S, 3]`` (greedy by default)."""
-        codes = self.layout.to_global("image", self.vq.encode(images).cpu().numpy())
-        requests = [Request([self.bos, self.boi, *row.tolist(), self.eoi], mode="text", max_new_tokens=max_new_tokens,
-                            sampling=_seeded(sampling, i)) for i, row in enumerate(codes)]
+        requests = self.caption_requests(images, max_new_tokens, sampling)
         return [self.decode_text(g.tokens) for g in self._generate(requests)]
+
+    def caption_requests(self, images: np.ndarray, max_new_tokens: int, sampling: Sampling) -> List[Request]:
+        """The decoding requests of image -> text for ``images`` (image ``i`` with seed + i)."""
+        codes = self.layout.to_global("image", self.vq.encode(images).cpu().numpy())
+        return [Request([self.bos, self.boi, *row.tolist(), self.eoi], mode="text", max_new_tokens=max_new_tokens,
+                        sampling=sampling.for_request(i)) for i, row in enumerate(codes)]
 
     def decode_images(self, code_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """Unified image ids, one image's count per row -> ``uint8 [N, S, S, 3]``."""
@@ -97,19 +106,40 @@ class ChameleonPipeline:
                        max_units: int = 500) -> List[np.ndarray]:
         """Speech unit ids (the unit tokenizer's, ``[0, units)``) for each text: ``<bos> text
         <bos_speech>``, then units until ``<eos_speech>`` (at most ``max_units``)."""
-        begin = self._speech_markers()[0]
-        requests = [Request([self.bos, *self._text_ids(p, f"prompts[{i}]"), begin], mode="speech",
-                            max_new_tokens=max_units + 1, sampling=_seeded(sampling, i)) for i, p in enumerate(prompts)]
-        return [self._units(g.tokens) for g in self._generate(requests)]
+        requests = [self.speech_request(p, sampling.for_request(i), max_units, f"prompts[{i}]")
+                    for i, p in enumerate(prompts)]
+        return [self.units_of(g.tokens) for g in self._generate(requests)]
+
+    def speech_request(self, prompt: str, sampling: Sampling, max_units: int = 500, name: str = "prompt") -> Request:
+        """The decoding request of one text -> speech prompt."""
+        return Request([self.bos, *self._text_ids(prompt, name), self._speech_markers()[0]], mode="speech",
+                       max_new_tokens=max_units + 1, sampling=sampling)
 
     def speech_to_text(self, units: Sequence[Sequence[int]], max_new_tokens: int = 60,
                        sampling: Sampling = Sampling()) -> List[str]:
         """A transcript for each utterance's unit ids ``[0, units)`` (greedy by default)."""
-        begin, end = self._speech_markers()
-        requests = [Request([self.bos, begin, *self.layout.to_global("speech", np.array(u)).tolist(), end],
-                            mode="text", max_new_tokens=max_new_tokens, sampling=_seeded(sampling, i))
-                    for i, u in enumerate(units)]
+        requests = [self.transcription_request(u, max_new_tokens, sampling.for_request(i)) for i, u in enumerate(units)]
         return [self.decode_text(g.tokens) for g in self._generate(requests)]
+
+    def transcription_request(self, units: Sequence[int], max_new_tokens: int, sampling: Sampling) -> Request:
+        """The decoding request of speech -> text for one utterance's unit ids ``[0, units)``."""
+        begin, end = self._speech_markers()
+        return Request([self.bos, begin, *self.layout.to_global("speech", np.array(units)).tolist(), end],
+                       mode="text", max_new_tokens=max_new_tokens, sampling=sampling)
+
+    # ---- text ----------------------------------------------------------------------------------
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int = 64,
+                 sampling: Sampling = Sampling(temperature=1.0)) -> List[str]:
+        """Each text continued with text only (until ``<eos>`` or ``max_new_tokens``)."""
+        requests = [self.completion_request(p, max_new_tokens, sampling.for_request(i), f"prompts[{i}]")
+                    for i, p in enumerate(prompts)]
+        return [self.decode_text(g.tokens) for g in self._generate(requests)]
+
+    def completion_request(self, prompt: str, max_new_tokens: int, sampling: Sampling, name: str = "prompt") -> Request:
+        """The decoding request of one text completion: ``<bos>`` and the text, then text only."""
+        return Request([self.bos, *self._text_ids(prompt, name)], mode="text", max_new_tokens=max_new_tokens,
+                       sampling=sampling)
 
     # ---- interleaved ---------------------------------------------------------------------------
 
@@ -134,7 +164,7 @@ class ChameleonPipeline:
         speech span). A prompt is a text, or segments ``("text", str)``, ``("image", uint8 [S, S, 3])``
         and ``("speech", unit ids)`` in document order."""
         requests = [Request(self.document_ids(p, f"prompts[{i}]"), mode="free", max_new_tokens=max_new_tokens,
-                            sampling=_seeded(sampling, i)) for i, p in enumerate(prompts)]
+                            sampling=sampling.for_request(i)) for i, p in enumerate(prompts)]
         return [self.segments(g.tokens) for g in self._generate(requests)]
 
     def document_ids(self, document: str | Sequence[Segment], name: str = "document") -> List[int]:
@@ -171,7 +201,7 @@ class ChameleonPipeline:
                 text, span, opened = [], [], begins[token]
             elif token in ends:
                 segments.append(("image", self.decode_images([span])[0]) if opened == "image"
-                                else ("speech", self._units(span)))
+                                else ("speech", self.units_of(span)))
                 opened = None
             elif opened is not None:
                 span.append(token)
@@ -199,14 +229,10 @@ class ChameleonPipeline:
                                   "speech needs chameleon_speech")
         return self.layout.markers("speech")
 
-    def _units(self, tokens: Sequence[int]) -> np.ndarray:
+    def units_of(self, tokens: Sequence[int]) -> np.ndarray:
         start, stop = self.layout.id_range("speech")
         return np.array([t - start for t in tokens if start <= t < stop], dtype=np.int64)
 
     def _generate(self, requests: List[Request], log=None) -> List[Generation]:
         return self.decoder.generate(requests, log=log)
 
-
-def _seeded(sampling: Sampling, index: int) -> Sampling:
-    """Request ``index``'s sampling: its own seed, so a call's requests differ and each can be made alone."""
-    return replace(sampling, seed=sampling.seed + index)

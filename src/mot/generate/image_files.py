@@ -15,9 +15,10 @@ from ..data.imaging import open_image
 from ..io.figures import save_figure
 
 
-def read_image(path: str | Path, size: int) -> np.ndarray:
-    """``uint8 [size, size, 3]``: the file as RGB, resized (box filter) when it is another size.
-    An image of absurdly many pixels is refused before it is decoded (:func:`open_image`)."""
+def read_image(path, size: int, name: Optional[str] = None) -> np.ndarray:
+    """``uint8 [size, size, 3]``: the file (a path or a binary file object; ``name`` says what it is
+    in errors) as RGB, resized (box filter) when it is another size. An image of absurdly many
+    pixels is refused before it is decoded (:func:`open_image`)."""
     from PIL import Image
 
     try:
@@ -25,11 +26,11 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
             image = image.convert("RGB")
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BOX)
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)  # a copy: torch refuses read-only arrays
     # Pillow reports bad files through many exception types (OSError, SyntaxError, ValueError,
     # DecompressionBombError ...); every one of them means the file is unusable.
     except Exception as error:  # noqa: BLE001
-        raise ConfigError(f"--caption {path}: not a readable image ({error})") from None
+        raise ConfigError(f"{name or f'--caption {path}'}: not a readable image ({error})") from None
 
 
 def read_units(path: str | Path) -> np.ndarray:

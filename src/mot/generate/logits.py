@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
@@ -97,6 +97,11 @@ class Sampling:
         _check_number("top_p", self.top_p, _TOP_P_RULE, lambda v: 0 < v <= 1)
         _check_number("repetition_penalty", self.repetition_penalty, _PENALTY_RULE, lambda v: v > 0)
         _check_integer("seed", self.seed, "an integer in [0, 2**63)", lambda v: 0 <= v < _SEED_LIMIT)
+
+    def for_request(self, index: int) -> "Sampling":
+        """The sampling of request ``index`` of a call: its own seed (``seed + index``), so a call's
+        requests differ and each can be made again alone."""
+        return replace(self, seed=self.seed + index)
 
     @property
     def greedy(self) -> bool:

@@ -14,6 +14,8 @@ from ..tokenizers.image_common import tensor_to_uint8
 from ..tokenizers.image_vae import ImageVAE
 from ..tokenizers.text import BPETokenizer
 from ..tokenizers.vocab import VocabLayout
+from .decoding import Request
+from .logits import Sampling
 from .run_assets import load_generation_run, tokenizer_directory
 from .transfusion import ImageSampling, SamplingError, TransfusionSampler, latent_shape_of
 
@@ -73,3 +75,17 @@ class TransfusionPipeline:
         latents = self.vae.encode(images)
         captions = self.sampler.image_to_text(latents, max_new_tokens, temperature, seed)
         return [self.decode_text(c) for c in captions]
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int = 64,
+                 sampling: Sampling = Sampling(temperature=1.0)) -> List[str]:
+        """Each text continued with text only (prompt ``i`` samples with seed ``sampling.seed + i``)."""
+        requests = [self.completion_request(p, max_new_tokens, sampling.for_request(i))
+                    for i, p in enumerate(prompts)]
+        return [self.decode_text(g.tokens) for g in self.sampler.decoder().generate(requests)]
+
+    def completion_request(self, prompt: str, max_new_tokens: int, sampling: Sampling) -> Request:
+        """The decoding request of one text completion: ``<bos>`` and the text, then text only."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SamplingError(f"prompt={prompt!r}: a prompt must hold some text")
+        return Request([self.layout.special("<bos>"), *self.encode_text(prompt)], mode="text",
+                       max_new_tokens=max_new_tokens, sampling=sampling)

@@ -251,11 +251,18 @@ class TransfusionSampler:
             raise SamplingError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 1")
         check_temperature(temperature)
         check_seed("seed", seed)
+        requests = [self.caption_request(latents[i:i + 1], max_new_tokens, Sampling(temperature=temperature, seed=seed + i))
+                    for i in range(len(latents))]
+        return [generation.tokens for generation in self.decoder().generate(requests)]
+
+    def caption_request(self, latent: torch.Tensor, max_new_tokens: int, sampling: Sampling) -> Request:
+        """The decoding request of image -> text for one clean latent ``[1, C, h, w]``."""
         prompt = [self.bos, self.boi, *[self.placeholder] * self.patches, self.eoi]
-        requests = [Request(prompt, mode="text", max_new_tokens=max_new_tokens, latents=latents[i:i + 1],
-                            sampling=Sampling(temperature=temperature, seed=seed + i)) for i in range(len(latents))]
-        decoder = Decoder(self.model, self.layout, SpanRules(image_tokens=self.patches))
-        return [generation.tokens for generation in decoder.generate(requests)]
+        return Request(prompt, mode="text", max_new_tokens=max_new_tokens, latents=latent, sampling=sampling)
+
+    def decoder(self) -> Decoder:
+        """The autoregressive decoder of this model (text, and captions of latent images)."""
+        return Decoder(self.model, self.layout, SpanRules(image_tokens=self.patches))
 
     # ---- helpers ---------------------------------------------------------------------------------
 

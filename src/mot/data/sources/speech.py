@@ -300,10 +300,15 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file {path} does not exist")
+    return decode_wav(path, f"audio file {path}")
+
+
+def decode_wav(source, name: str = "the audio") -> tuple[np.ndarray, int]:
+    """:func:`read_wav` of a path or a binary file object (``name`` says what it is in errors)."""
     try:
-        rate, data = scipy.io.wavfile.read(path)
-    except (ValueError, OSError) as error:
-        raise ValueError(f"audio file {path} is not a readable WAV file: {error}") from error
+        rate, data = scipy.io.wavfile.read(source)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{name} is not a readable WAV file: {error}") from error
     if data.dtype == np.uint8:
         audio = (data.astype(np.float32) - 128.0) / 128.0
     elif np.issubdtype(data.dtype, np.integer):
@@ -315,10 +320,11 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return audio, int(rate)
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write mono float audio as 16-bit PCM (values outside [-1, 1] are clipped)."""
+def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono float audio as 16-bit PCM (values outside [-1, 1] are clipped) to a path or a
+    binary file object."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"write_wav takes mono audio [num_samples], got shape {audio.shape}")
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    scipy.io.wavfile.write(Path(path), int(sample_rate), pcm)
+    scipy.io.wavfile.write(path if hasattr(path, "write") else Path(path), int(sample_rate), pcm)

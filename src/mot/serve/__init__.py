@@ -1,0 +1,1 @@
+"""``mot serve``: a trained run behind HTTP, with requests batched by tower between decoding steps."""
