@@ -118,6 +118,20 @@ class MoTModel(nn.Module):
             for module, causal in zip(experts, previous):
                 module.causal = causal
 
+    @contextmanager
+    def padded_towers(self) -> Iterator[None]:
+        """While inside, each untied component pads its towers' parts to the largest and runs them as
+        one batched matmul (the paper's section 6.3 alternative to grouping; inference only: the
+        weights are used detached). Outputs equal the grouped way's up to rounding."""
+        modules = [module for module in self.modules() if isinstance(module, PerTower) and not module.shared]
+        for module in modules:
+            module.padded = True
+        try:
+            yield
+        finally:
+            for module in modules:
+                module.padded = False
+
     def plan_for(self, modality_ids: torch.Tensor) -> RoutingPlan:
         """The routing plan for ``modality_ids [B, L]``, built on the host."""
         plan = build_routing_plan(modality_ids.cpu(), self.config.modality_tower_index)

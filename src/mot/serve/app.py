@@ -55,11 +55,13 @@ class Waiter:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
 
-def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: Optional[str] = None) -> FastAPI:
+def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: Optional[str] = None,
+               padded_towers: bool = False) -> FastAPI:
     """The server of ``model``; with ``token``, every ``/v1`` route and ``/metrics`` need
-    ``Authorization: Bearer <token>``."""
+    ``Authorization: Bearer <token>``. ``padded_towers``: the scheduler's baseline way of running
+    towers (see :mod:`.scheduler`)."""
     metrics = Metrics()
-    scheduler = Scheduler(model, metrics, limits.max_batch, limits.max_queue)
+    scheduler = Scheduler(model, metrics, limits.max_batch, limits.max_queue, padded_towers)
 
     @asynccontextmanager
     async def lifespan(_app):

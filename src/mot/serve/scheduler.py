@@ -6,7 +6,9 @@ step runs every tower once on all of its tokens from every request in the batch 
 6.3: a mixed batch of text, image and speech requests keeps each tower's GEMM full). Transfusion
 text -> image requests run between steps, all that are waiting at once.
 
-``max_batch`` 1 serves requests one at a time (the baseline of benchmarks/serving.py). Past
+``max_batch`` 1 serves requests one at a time, and ``padded_towers`` pads every tower's tokens to the
+largest tower's and runs the towers as one batched matmul (:meth:`MoTModel.padded_towers`): the two
+baselines of benchmarks/serving.py. Past
 ``max_queue`` waiting requests, :meth:`Scheduler.submit` refuses (the server answers 429); while
 stopping, it refuses everything (503). The worker thread never dies of a request: a request's error
 goes to that request.
@@ -14,6 +16,7 @@ goes to that request.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -59,11 +62,14 @@ class Job:
 class Scheduler:
     """Serves :class:`Job` s for ``model`` in a worker thread (see the module docstring)."""
 
-    def __init__(self, model: ServedModel, metrics: Metrics, max_batch: int = 8, max_queue: int = 64):
+    def __init__(self, model: ServedModel, metrics: Metrics, max_batch: int = 8, max_queue: int = 64,
+                 padded_towers: bool = False):
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch={max_batch} must be >= 1 and max_queue={max_queue} >= 0")
         self.model, self.metrics = model, metrics
         self.max_batch, self.max_queue = max_batch, max_queue
+        torch_model = model.decoder.model
+        self.tower_execution = torch_model.padded_towers if padded_towers else contextlib.nullcontext
         self.waiting: Deque[Job] = deque()
         self.running: List[Job] = []
         self.batch = DecodingBatch(model.decoder)
@@ -117,9 +123,10 @@ class Scheduler:
                 joining = self._admit()
             try:
                 self._drop_cancelled()
-                self._join([job for job in joining if isinstance(job.work, Request)])
-                self._denoise([job for job in joining if isinstance(job.work, DiffusionRequest)])
-                self._step()
+                with self.tower_execution():
+                    self._join([job for job in joining if isinstance(job.work, Request)])
+                    self._denoise([job for job in joining if isinstance(job.work, DiffusionRequest)])
+                    self._step()
             except Exception as error:  # noqa: BLE001 - a bug must fail its requests, not the server
                 self._fail_everything(error)
 

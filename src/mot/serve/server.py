@@ -17,8 +17,8 @@ from .served_model import ServedModel
 
 
 def _config(model: ServedModel, host: str, port: int, limits: ServeLimits, token: Optional[str],
-            log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(create_app(model, limits, token), host=host, port=port, log_level=log_level,
+            log_level: str, padded_towers: bool = False) -> uvicorn.Config:
+    return uvicorn.Config(create_app(model, limits, token, padded_towers), host=host, port=port, log_level=log_level,
                           timeout_graceful_shutdown=int(limits.shutdown_seconds), lifespan="on")
 
 
@@ -32,11 +32,12 @@ class BackgroundServer:
     """``with BackgroundServer(model) as server:`` the server runs at ``server.url`` (127.0.0.1, a
     free port) until the block ends, then shuts down gracefully."""
 
-    def __init__(self, model: ServedModel, limits: ServeLimits = ServeLimits(), token: Optional[str] = None):
+    def __init__(self, model: ServedModel, limits: ServeLimits = ServeLimits(), token: Optional[str] = None,
+                 padded_towers: bool = False):
         with socket.socket() as probe:  # a free port; uvicorn binds it right after
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.server = uvicorn.Server(_config(model, "127.0.0.1", self.port, limits, token, "warning"))
+        self.server = uvicorn.Server(_config(model, "127.0.0.1", self.port, limits, token, "warning", padded_towers))
         self.thread = threading.Thread(target=self.server.run, name="mot-serve", daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
