@@ -34,7 +34,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..generate.logits import GenerationError, Sampling
+from ..config import ConfigError
+from ..generate.logits import Sampling
 from ..generate.transfusion import ImageSampling
 from .body_limit import BodyLimit
 from .limits import ServeLimits
@@ -139,6 +140,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionBody, request: HTTPRequest):
+        model.require("completions")
         named(body)
         new_tokens("max_tokens", body.max_tokens)
         sampling = Sampling(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
@@ -160,6 +162,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
 
     @app.post("/v1/images", dependencies=[Depends(authorized)])
     async def images(body: ImageBody, request: HTTPRequest):
+        model.require("images")
         named(body)
         sampling = Sampling(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=body.seed)
         diffusion = (ImageSampling(steps=body.steps, method=body.method, cfg_scale=body.guidance, seed=body.seed)
@@ -175,6 +178,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
     @app.post("/v1/captions", dependencies=[Depends(authorized)])
     async def captions(request: HTTPRequest, max_tokens: int = Query(40, ge=1), temperature: float = Query(0.0, ge=0),
                        seed: int = Query(0, ge=0, lt=2**63)):
+        model.require("captions")
         new_tokens("max_tokens", max_tokens)
         upload = await _upload(request)
         sampling = Sampling(temperature=temperature, seed=seed)
@@ -185,6 +189,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
 
     @app.post("/v1/speech", dependencies=[Depends(authorized)])
     async def speech(body: SpeechBody, request: HTTPRequest):
+        model.require("speech")
         named(body)
         new_tokens("max_units", body.max_units)
         sampling = Sampling(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=body.seed)
@@ -198,6 +203,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
     @app.post("/v1/transcriptions", dependencies=[Depends(authorized)])
     async def transcriptions(request: HTTPRequest, max_tokens: int = Query(60, ge=1),
                              temperature: float = Query(0.0, ge=0), seed: int = Query(0, ge=0, lt=2**63)):
+        model.require("transcriptions")
         new_tokens("max_tokens", max_tokens)
         upload = await _upload(request)
         sampling = Sampling(temperature=temperature, seed=seed)
@@ -269,8 +275,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def serve_error(request: HTTPRequest, error: ServeError):
         return reply(error, request.app.state.metrics, request.url.path)
 
-    @app.exception_handler(GenerationError)
-    async def generation_error(request: HTTPRequest, error: GenerationError):
+    @app.exception_handler(ConfigError)  # a generation setting or input the pipelines refuse
+    async def bad_setting(request: HTTPRequest, error: ConfigError):
         return reply(ServeError(400, str(error)), request.app.state.metrics, request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -284,6 +290,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         described = "; ".join(f"{'.'.join(str(part) for part in p['loc'][1:]) or 'body'}: {p['msg']}"
                               for p in problems)
         return reply(ServeError(422, described), request.app.state.metrics, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: HTTPRequest, error: Exception):
+        return reply(ServeError(500, f"the server failed: {type(error).__name__}: {error}", "server_error"),
+                     request.app.state.metrics, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: HTTPRequest, error: HTTPException):

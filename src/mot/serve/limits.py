@@ -23,6 +23,12 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            minimum = 0 if field.name in ("max_queue", "shutdown_seconds") else 1
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-                raise ConfigError(f"{field.name}={value!r}: must be a number >= {minimum}")
+            if field.name.endswith("_seconds"):  # a time: > 0 (shutdown: >= 0)
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    value >= 0 if field.name == "shutdown_seconds" else value > 0)
+                rule = ">= 0" if field.name == "shutdown_seconds" else "> 0"
+            else:  # a count: >= 1 (the queue: >= 0)
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= (field.name != "max_queue")
+                rule = "an integer >= " + ("0" if field.name == "max_queue" else "1")
+            if not ok:
+                raise ConfigError(f"{field.name}={value!r}: must be {rule if rule[0] == 'a' else 'a number ' + rule}")

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from ..config import ConfigError
 from ..data.sources.speech import SAMPLE_RATE, decode_wav, resample, write_wav
 from ..generate.chameleon import ChameleonPipeline
 from ..generate.decoding import Decoder, Generation, Request
@@ -101,11 +102,13 @@ class ServedModel:
     def caption(self, image_file: bytes, max_tokens: int, sampling: Sampling) -> Request:
         """An image -> text request for an uploaded PNG or JPEG (resized to the model's images)."""
         self.require("captions")
+        tokenizer = self.pipeline.vae if self.transfusion else self.pipeline.vq
+        try:
+            image = read_image(io.BytesIO(image_file), tokenizer.config.image_size, name="the upload")
+        except ConfigError:  # Pillow's own message names a BytesIO object
+            raise TaskError("the upload is not a readable image (send a PNG or JPEG file's bytes)") from None
         if self.transfusion:
-            vae = self.pipeline.vae
-            image = read_image(io.BytesIO(image_file), vae.config.image_size, name="the image")
-            return self.pipeline.sampler.caption_request(vae.encode(image[None]), max_tokens, sampling)
-        image = read_image(io.BytesIO(image_file), self.pipeline.vq.config.image_size, name="the image")
+            return self.pipeline.sampler.caption_request(tokenizer.encode(image[None]), max_tokens, sampling)
         return self.pipeline.caption_requests(image[None], max_tokens, sampling)[0]
 
     def speech(self, prompt: str, max_units: int, sampling: Sampling) -> Request:
