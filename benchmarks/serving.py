@@ -378,8 +378,10 @@ def main(argv=None) -> None:
     model = ServedModel.from_run(args.run_dir, log=lambda _: None)
     pngs, wavs = uploads(model, args)
     calls = workload(model, args, pngs, wavs)
-    warm = [make_call(model, args, -1, task, 2**40 + i, pngs, wavs) for i, task in enumerate(model.tasks)]
+    # seeds unlike the workload's (below 2**31 like them: the vocoder's random state takes 32 bits)
+    warm = [make_call(model, args, -1, task, 2**31 + i, pngs, wavs) for i, task in enumerate(model.tasks)]
     mix = Counter(c.task for c in calls)
+    print(f"prepared in {time.perf_counter() - began:.0f} s (model, {len(pngs)} PNGs, {len(wavs)} WAVs)", flush=True)
     print(f"{model.name} ({model.setting}), tasks {dict(mix)}; max_batch {args.max_batch}, guidance "
           f"{args.guidance:g}, max_tokens {args.max_tokens}, max_units {args.max_units}", flush=True)
 
@@ -388,7 +390,9 @@ def main(argv=None) -> None:
         limits, padded = serve_limits(strategy, args)
         timeout = limits.timeout_seconds + 30  # past the server's own 504
         with BackgroundServer(model, limits, padded_towers=padded) as server:
+            started = time.perf_counter()
             warm_up(server, warm, timeout)
+            print(f"{strategy}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)
             for concurrency in args.concurrency_list:
                 result = measure(server, strategy, calls, concurrency, args, timeout)
                 results.append(result)

@@ -9,7 +9,7 @@ its last step, which ends at the data (``t = -1``, never a training level), stay
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
@@ -20,10 +20,11 @@ Predict = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def denoise(scheduler: NoiseScheduler, predict: Predict, x: torch.Tensor,
-            generator: Optional[torch.Generator] = None, log: Optional[Callable[[str], None]] = None,
+            generator: Optional[torch.Generator | List[torch.Generator]] = None,
+            log: Optional[Callable[[str], None]] = None,
             what: str = "images") -> torch.Tensor:
     """Run ``x`` (pure noise at ``scheduler.timesteps[0]``) down the scheduler's inference schedule;
-    ``generator`` draws DDPM's noise; ``log`` gets progress (``what``: what is denoised)."""
+    ``generator`` draws DDPM's noise (a list: one per row); ``log`` gets progress (``what``: what is denoised)."""
     timesteps = scheduler.timesteps.tolist()
     if log is not None:
         timesteps = progress(timesteps, f"denoising {what}", unit="steps", log=log)

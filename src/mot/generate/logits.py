@@ -359,8 +359,7 @@ class TokenChooser:
 
     def __init__(self, samplings: Sequence[Sampling], device: torch.device,
                  generators: Optional[Sequence[Optional[torch.Generator]]] = None):
-        """``generators``: the rows' own generators (from :meth:`generator_for`), where rows carry them
-        from one chooser to the next (a batch whose requests change); by default new ones."""
+        """``generators``: the rows' own (:meth:`generator_for`), kept across a batch's changes; default new."""
         _check_samplings(samplings)
         self.samplings = tuple(samplings)
         self.device = torch.device(device)

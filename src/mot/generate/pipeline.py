@@ -56,13 +56,14 @@ class TransfusionPipeline:
         return self.text.decode(self.layout.to_local("text", np.array(ids, dtype=np.int64)).tolist())
 
     def text_to_image(self, prompts: Sequence[str], sampling: ImageSampling = ImageSampling(),
-                      log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                      log: Optional[Callable[[str], None]] = None, seeds: Optional[Sequence[int]] = None) -> np.ndarray:
         """Images ``uint8 [N, S, S, 3]`` for ``prompts``; an empty prompt is refused, since it would
-        silently draw the unconditional image that guidance subtracts. ``log`` receives progress."""
+        silently draw the unconditional image that guidance subtracts. ``log`` receives progress.
+        ``seeds`` (one per prompt): each image is the one its prompt gives alone with that seed."""
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise SamplingError(f"prompts[{index}]={prompt!r}: a prompt must hold some text")
-        latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling, log=log)
+        latents = self.sampler.text_to_image([self.encode_text(p) for p in prompts], sampling, log=log, seeds=seeds)
         return tensor_to_uint8(self.vae.decode(latents.to(self.vae.device))).cpu().numpy()
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:

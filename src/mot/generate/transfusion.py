@@ -36,7 +36,7 @@ import torch
 from ..config import check_number
 from ..model.kv_cache import KVCache
 from ..model.transformer import MoTModel
-from ..objectives.diffusion_schedule import ScheduleError
+from ..objectives.diffusion_schedule import ScheduleError, standard_normal
 from ..objectives.schedulers import ALL_METHODS, make_scheduler, sampling_method
 from .decoding import Decoder, Request
 from .denoising_loop import denoise as denoise_loop
@@ -146,10 +146,13 @@ class TransfusionSampler:
 
     @torch.no_grad()
     def text_to_image(self, captions: Sequence[Sequence[int]], sampling: ImageSampling = ImageSampling(),
-                      reuse_prompt: bool = True, log: Optional[Callable[[str], None]] = None) -> torch.Tensor:
+                      reuse_prompt: bool = True, log: Optional[Callable[[str], None]] = None,
+                      seeds: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Latents ``[N, C, h, w]`` for ``captions`` (unified text ids each, without specials); with
         ``log``, the denoising steps' progress (a bar on a terminal, else a line every 30 s).
-        Heun's method calls the model twice per step (not on the last; :mod:`.denoising_loop`)."""
+        Heun's method calls the model twice per step (not on the last; :mod:`.denoising_loop`).
+        ``seeds``: one per caption, each row's noise from its own generator, so that a row is the
+        image its caption gives alone with its seed (``sampling.seed`` is then unused)."""
         if sampling.steps > self.train_steps:  # the scheduler's own error would not name the argument
             raise SamplingError(f"steps={sampling.steps}: more than the {self.train_steps} diffusion steps the "
                                 f"model was trained with")
@@ -166,8 +169,15 @@ class TransfusionSampler:
             conditional, unconditional = model(torch.cat([x, x]), timestep).chunk(2)
             return unconditional + sampling.cfg_scale * (conditional - unconditional)
 
-        generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        x = torch.randn((len(captions), *self.latent_shape), generator=generator, device=self.device)
+        if seeds is not None:
+            if len(seeds) != len(captions):
+                raise SamplingError(f"seeds: {len(seeds)} for {len(captions)} captions")
+            for index, seed in enumerate(seeds):
+                check_seed(f"seeds[{index}]", seed)
+            generator = [torch.Generator(device=self.device).manual_seed(seed) for seed in seeds]
+        else:
+            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        x = standard_normal((len(captions), *self.latent_shape), generator, torch.float32, self.device)
         return denoise_loop(scheduler, guided_prediction, x, generator, log, f"{len(captions)} images")
 
     def sampling_method(self, method: Optional[str]) -> str:

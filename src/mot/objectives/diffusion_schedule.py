@@ -24,7 +24,7 @@ The scheduler holds no model and runs no loop (as in diffusers): the sampler cal
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -56,6 +56,17 @@ def linear_betas(train_steps: int) -> torch.Tensor:
     so that other T span the same total noise."""
     scale = 1000 / train_steps
     return torch.linspace(1e-4 * scale, 0.02 * scale, train_steps, dtype=torch.float64).clamp(max=MAX_BETA)
+
+
+def standard_normal(shape: Sequence[int], generator, dtype: torch.dtype, device) -> torch.Tensor:
+    """``N(0, I)`` of ``shape`` drawn with ``generator``: one ``torch.Generator`` for the whole
+    batch, or a list of them, one per row, so that each row draws what it would draw alone (a
+    server denoises requests with their own seeds in one batch)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ScheduleError(f"{len(generator)} generators for {shape[0]} rows")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype, device=device) for g in generator])
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
 
 
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
@@ -182,8 +193,8 @@ class DiffusionScheduler(TimestepGrid):
         """``x_prev`` from ``x_t`` [N, ...] and the predicted ``eps`` (same shape) at ``timestep``.
 
         ``timestep`` is one value of ``self.timesteps`` shared by the batch. Noise is drawn with
-        ``torch.randn(generator=generator)`` (reproducible); none at the last step (prev < 0), where
-        both methods return ``x0_hat``. Returns x_t's dtype.
+        ``generator`` (reproducible; a list: one per row, see :func:`standard_normal`); none at the
+        last step (prev < 0), where both methods return ``x0_hat``. Returns x_t's dtype.
         """
         if eps.shape != x_t.shape:
             raise ScheduleError(f"eps shape {tuple(eps.shape)} != x_t shape {tuple(x_t.shape)}")
@@ -208,5 +219,5 @@ class DiffusionScheduler(TimestepGrid):
             mean = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - var, 0.0)) * e
         if prev < 0 or var == 0.0:
             return mean.to(x_t.dtype)
-        z = torch.randn(x.shape, generator=generator, dtype=dtype, device=x.device)
+        z = standard_normal(x.shape, generator, dtype, x.device)
         return (mean + math.sqrt(var) * z).to(x_t.dtype)

@@ -18,7 +18,7 @@ transcriptions  decoded (chameleon_speech)       -
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -96,7 +96,13 @@ class ServedModel:
         if self.transfusion:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise TaskError(f"prompt={prompt!r}: a prompt must hold some text")
-            return DiffusionRequest(prompt, diffusion or ImageSampling(seed=sampling.seed))
+            diffusion = diffusion or ImageSampling(seed=sampling.seed)
+            sampler = self.pipeline.sampler
+            sampler.sampling_method(diffusion.method)  # raises for a method of the other objective
+            if diffusion.steps > sampler.train_steps:  # checked now, not in a batch of other requests
+                raise TaskError(f"steps={diffusion.steps}: more than the {sampler.train_steps} diffusion steps the "
+                                f"model was trained with")
+            return DiffusionRequest(prompt, diffusion)
         return self.pipeline.image_request(prompt, sampling, guidance)
 
     def caption(self, image_file: bytes, max_tokens: int, sampling: Sampling) -> Request:
@@ -145,8 +151,19 @@ class ServedModel:
         return wav(self.pipeline.speech_audio(self.pipeline.units_of(generation.tokens), seed=seed))
 
     def denoise(self, requests: List[DiffusionRequest]) -> List[bytes]:
-        """PNGs of Transfusion text -> image requests, each as the pipeline draws it alone."""
-        return [png(self.pipeline.text_to_image([r.prompt], r.sampling)[0]) for r in requests]
+        """PNGs of Transfusion text -> image requests, each the image the pipeline draws for it
+        alone: requests that denoise alike (steps, method, guidance...) run as one batch, each row
+        with its own seed's noise."""
+        groups: dict = {}  # the settings but the seed -> the requests' indices
+        for index, request in enumerate(requests):
+            groups.setdefault(astuple(replace(request.sampling, seed=0)), []).append(index)
+        images: List[bytes] = [b""] * len(requests)
+        for members in groups.values():
+            drawn = self.pipeline.text_to_image([requests[i].prompt for i in members], requests[members[0]].sampling,
+                                                seeds=[requests[i].sampling.seed for i in members])
+            for index, image in zip(members, drawn):
+                images[index] = png(image)
+        return images
 
 
 def png(image: np.ndarray) -> bytes:
