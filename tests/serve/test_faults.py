@@ -151,6 +151,21 @@ def test_shutdown_finishes_running_work_then_refuses(served):
         client.get("/health")
 
 
+def test_an_unexpected_failure_is_a_json_500_and_the_connection_stays(server, client, monkeypatch):
+    model = server.app.state.model
+
+    def broken(*args):
+        raise RuntimeError("the PNG writer broke")
+
+    monkeypatch.setattr(model, "image_png", broken)
+    before = client.get("/metrics").text
+    assert "the PNG writer broke" in error_of(client.post("/v1/images", json=dict(prompt="a red circle")), 500)
+    assert client.get("/health").status_code == 200  # the same keep-alive connection
+    metrics = client.get("/metrics").text
+    assert 'mot_requests_total{task="images",status="500"} 1' in metrics
+    assert 'task="images",status="ok"' not in metrics and 'task="images",status="ok"' not in before  # once
+
+
 def test_limits_are_checked():
     with pytest.raises(ConfigError, match="max_batch=0: must be an integer >= 1"):
         ServeLimits(max_batch=0)

@@ -114,6 +114,10 @@ def test_speech_both_ways_through_the_server(speech_model):
         units = pipeline.text_to_speech(["hello there"], Sampling(temperature=1.0, seed=3), max_units=6)[0]
         from mot.serve.served_model import wav
         assert response.content == wav(pipeline.speech_audio(units, seed=3))
+        as_units = client.post("/v1/speech", json=dict(prompt="hello there", seed=3, max_units=6, format="units"))
+        assert as_units.json()["units"] == units.tolist() and len(units) <= 6
+        big_seed = client.post("/v1/speech", json=dict(prompt="hello there", seed=2**40, max_units=3))
+        assert big_seed.status_code == 200  # numpy's legacy seeding stops at 2**32; ours does not
         heard = client.post("/v1/transcriptions", content=response.content, params=dict(max_tokens=4))
         assert heard.status_code == 200
         from mot.data.sources.speech import decode_wav

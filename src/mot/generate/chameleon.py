@@ -108,7 +108,7 @@ class ChameleonPipeline:
         <bos_speech>``, then units until ``<eos_speech>`` (at most ``max_units``)."""
         requests = [self.speech_request(p, sampling.for_request(i), max_units, f"prompts[{i}]")
                     for i, p in enumerate(prompts)]
-        return [self.units_of(g.tokens) for g in self._generate(requests)]
+        return [self.units_of(g.tokens, max_units) for g in self._generate(requests)]
 
     def speech_request(self, prompt: str, sampling: Sampling, max_units: int = 500, name: str = "prompt") -> Request:
         """The decoding request of one text -> speech prompt."""
@@ -229,9 +229,11 @@ class ChameleonPipeline:
                                   "speech needs chameleon_speech")
         return self.layout.markers("speech")
 
-    def units_of(self, tokens: Sequence[int]) -> np.ndarray:
+    def units_of(self, tokens: Sequence[int], max_units: Optional[int] = None) -> np.ndarray:
+        """The speech unit ids ``[0, units)`` among generated ids, at most ``max_units`` of them (a
+        speech request may take one id more than its units, for the end marker)."""
         start, stop = self.layout.id_range("speech")
-        return np.array([t - start for t in tokens if start <= t < stop], dtype=np.int64)
+        return np.array([t - start for t in tokens if start <= t < stop][:max_units], dtype=np.int64)
 
     def _generate(self, requests: List[Request], log=None) -> List[Generation]:
         return self.decoder.generate(requests, log=log)

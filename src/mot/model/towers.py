@@ -48,7 +48,9 @@ class PerTower(nn.Module):
         """One part per tower (in ``ModelConfig.tower_names`` order) -> each through its module.
 
         Every tower runs, even on an empty part, so its weights get zero gradients (not None) and
-        distributed collectives stay in step (docs/design.md invariant 4).
+        distributed collectives stay in step (docs/design.md invariant 4). Without gradients
+        (generation, evaluation) a tower with no tokens is skipped: the part counts are host
+        integers, so this reads nothing from the device.
         """
         if self.shared:
             module = next(iter(self.towers.values()))
@@ -58,6 +60,9 @@ class PerTower(nn.Module):
             return [module(part) for part in parts]
         if self.padded:
             return self._padded_forward(parts)
+        if not torch.is_grad_enabled():  # inference: a tower with no tokens has nothing to compute
+            return [module(part) if part.shape[0] else _empty_output(module, part)
+                    for module, part in zip(self.towers.values(), parts)]
         return [module(part) for module, part in zip(self.towers.values(), parts)]
 
     def _padded_forward(self, parts: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -84,3 +89,9 @@ class PerTower(nn.Module):
         if self._stacked.get(name, (None,))[0] != key:  # stacked once, again only when a weight changes
             self._stacked[name] = (key, torch.stack([w.detach() for w in weights]).transpose(1, 2))
         return torch.bmm(x, self._stacked[name][1])
+
+
+def _empty_output(module: nn.Module, part: torch.Tensor) -> torch.Tensor:
+    """What ``module`` gives for a part of no tokens: a linear map changes the width, every other
+    per-tower module (norms, FFNs, MoE) keeps the part's shape."""
+    return part.new_empty(0, module.out_features) if isinstance(module, nn.Linear) else part

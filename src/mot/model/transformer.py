@@ -108,7 +108,9 @@ class MoTModel(nn.Module):
         """While inside, every MoE FFN routes each token by itself (top-1 token choice, no host sync), so a
         token's output depends on no later token and no other row: what decoding with a KV cache needs;
         outside, training-time routing (see ``moe.ExpertsFFN.causal_forward``)."""
-        experts = [module for module in self.modules() if isinstance(module, ExpertsFFN)]
+        if not hasattr(self, "_experts"):  # found once: decoding enters this every step
+            self._experts = [module for module in self.modules() if isinstance(module, ExpertsFFN)]
+        experts = self._experts
         previous = [module.causal for module in experts]
         for module in experts:
             module.causal = True

@@ -25,6 +25,7 @@ import hmac
 import json
 import time
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from importlib import resources
 from typing import Optional
 
@@ -37,12 +38,18 @@ from starlette.exceptions import HTTPException
 from ..config import ConfigError
 from ..generate.logits import Sampling
 from ..generate.transfusion import ImageSampling
-from .body_limit import BodyLimit
+from .middleware import BodyLimit, UnexpectedErrors
 from .limits import ServeLimits
 from .metrics import Metrics
 from .scheduler import Job, Scheduler, ServeError
 from .schemas import Body, CompletionBody, ImageBody, SpeechBody
 from .served_model import ServedModel
+
+
+#: the page loads nothing from elsewhere, and says so to the browser
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' blob:; img-src 'self' blob:; media-src blob:; "
+                                           "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                "Cache-Control": "no-cache"}
 
 
 class Waiter:
@@ -73,6 +80,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
     app = FastAPI(title=f"mot serve: {model.name}", lifespan=lifespan)
     app.state.scheduler, app.state.metrics, app.state.model = scheduler, metrics, model
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(UnexpectedErrors, metrics=metrics)
     _add_error_handlers(app)
 
     def authorized(request: HTTPRequest) -> None:
@@ -108,6 +116,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
                     kind, value = await asyncio.wait_for(waiter.events.get(), timeout=0.5)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
+                        metrics.finished(job.task, "cancelled", time.monotonic() - job.submitted)
                         return None
                     continue
                 if kind == "done":
@@ -117,16 +126,22 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         finally:
             job.cancel()  # nothing, once the job is done
 
+    def ok(job: Job, response):
+        """``response``, counted as the answer to ``job`` (each request is counted once, when answered)."""
+        metrics.finished(job.task, "ok", time.monotonic() - job.submitted)
+        return response
+
     # ---- pages and status ------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return resources.files("mot.serve").joinpath("page.html").read_text(encoding="utf-8")
+    async def page() -> HTMLResponse:
+        html = resources.files("mot.serve").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers=PAGE_HEADERS)
 
     @app.get("/health")
     async def health() -> dict:
         return dict(status="ok", model=model.name, setting=model.setting, tasks=list(model.tasks),
-                    auth=token is not None, **scheduler.load)
+                    auth=token is not None, limits=asdict(limits), **scheduler.load)
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)])
     async def prometheus() -> str:
@@ -150,15 +165,16 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         created, ident = int(time.time()), f"cmpl-{id(work):x}"
         if body.stream:
             scheduler.submit(work)  # a full queue answers 429 before the stream starts
-            return StreamingResponse(_stream(model, work, waiter, ident, created), media_type="text/event-stream")
+            return StreamingResponse(_stream(model, metrics, work, waiter, ident, created),
+                                     media_type="text/event-stream")
         live = await answer(request, work, waiter)
         if live is None:
             return Response(status_code=499)
         prompt_tokens, completion_tokens = len(work.work.prompt), live.steps
-        return dict(id=ident, object="text_completion", created=created, model=model.name,
-                    choices=[dict(index=0, text=model.text(live.tokens), finish_reason=_finish_reason(live))],
-                    usage=dict(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                               total_tokens=prompt_tokens + completion_tokens))
+        return ok(work, dict(id=ident, object="text_completion", created=created, model=model.name,
+                             choices=[dict(index=0, text=model.text(live.tokens), finish_reason=_finish_reason(live))],
+                             usage=dict(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                        total_tokens=prompt_tokens + completion_tokens)))
 
     @app.post("/v1/images", dependencies=[Depends(authorized)])
     async def images(body: ImageBody, request: HTTPRequest):
@@ -173,7 +189,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         if result is None:
             return Response(status_code=499)
         image = result if isinstance(result, bytes) else await run_in_threadpool(model.image_png, result)
-        return Response(image, media_type="image/png")
+        return ok(work, Response(image, media_type="image/png"))
 
     @app.post("/v1/captions", dependencies=[Depends(authorized)])
     async def captions(request: HTTPRequest, max_tokens: int = Query(40, ge=1), temperature: float = Query(0.0, ge=0),
@@ -185,7 +201,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         waiter = Waiter()
         work = job(await run_in_threadpool(model.caption, upload, max_tokens, sampling), "captions", waiter)
         live = await answer(request, work, waiter)
-        return Response(status_code=499) if live is None else dict(text=model.text(live.tokens))
+        return Response(status_code=499) if live is None else ok(work, dict(text=model.text(live.tokens)))
 
     @app.post("/v1/speech", dependencies=[Depends(authorized)])
     async def speech(body: SpeechBody, request: HTTPRequest):
@@ -198,7 +214,11 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         live = await answer(request, work, waiter)
         if live is None:
             return Response(status_code=499)
-        return Response(await run_in_threadpool(model.speech_wav, live, body.seed), media_type="audio/wav")
+        if body.format == "units":  # for a client with its own vocoder; the server's takes seconds per utterance
+            return ok(work, dict(units=model.speech_units(live, body.max_units).tolist(),
+                                 finish_reason=_finish_reason(live)))
+        audio = await run_in_threadpool(model.speech_wav, live, body.seed, body.max_units)
+        return ok(work, Response(audio, media_type="audio/wav"))
 
     @app.post("/v1/transcriptions", dependencies=[Depends(authorized)])
     async def transcriptions(request: HTTPRequest, max_tokens: int = Query(60, ge=1),
@@ -211,7 +231,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         work = job(await run_in_threadpool(model.transcription, upload, max_tokens, sampling), "transcriptions",
                    waiter)
         live = await answer(request, work, waiter)
-        return Response(status_code=499) if live is None else dict(text=model.text(live.tokens))
+        return Response(status_code=499) if live is None else ok(work, dict(text=model.text(live.tokens)))
 
     return app
 
@@ -227,7 +247,7 @@ def _finish_reason(live) -> str:
     return "stop" if live.finished else "length"
 
 
-async def _stream(model: ServedModel, job: Job, waiter: Waiter, ident: str, created: int):
+async def _stream(model: ServedModel, metrics: Metrics, job: Job, waiter: Waiter, ident: str, created: int):
     """Server-sent events of a submitted completion: a chunk per piece of new text, the finish
     reason, ``[DONE]``."""
 
@@ -238,7 +258,7 @@ async def _stream(model: ServedModel, job: Job, waiter: Waiter, ident: str, crea
         return event(dict(id=ident, object="text_completion", created=created, model=model.name,
                           choices=[dict(index=0, text=text, finish_reason=finish_reason)]))
 
-    eos, tokens, sent = model.decoder.grammar.eos, [], ""
+    eos, tokens, sent, outcome = model.decoder.grammar.eos, [], "", "cancelled"
     try:
         while True:
             kind, value = await waiter.events.get()
@@ -251,14 +271,18 @@ async def _stream(model: ServedModel, job: Job, waiter: Waiter, ident: str, crea
                     sent = text
             elif kind == "done":
                 text = model.text(value.tokens)
+                outcome = "ok"
                 yield chunk(text[len(sent):], _finish_reason(value))
                 yield "data: [DONE]\n\n"
                 return
             else:
+                outcome = str(value.status)
                 yield event(_error_body(value))
+                yield "data: [DONE]\n\n"
                 return
     finally:
         job.cancel()  # a client that went away stops the generator here
+        metrics.finished(job.task, outcome, time.monotonic() - job.submitted)
 
 
 def _error_body(error: ServeError) -> dict:
@@ -290,11 +314,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         described = "; ".join(f"{'.'.join(str(part) for part in p['loc'][1:]) or 'body'}: {p['msg']}"
                               for p in problems)
         return reply(ServeError(422, described), request.app.state.metrics, request.url.path)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: HTTPRequest, error: Exception):
-        return reply(ServeError(500, f"the server failed: {type(error).__name__}: {error}", "server_error"),
-                     request.app.state.metrics, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: HTTPRequest, error: HTTPException):

@@ -128,11 +128,12 @@ class Scheduler:
                     self._denoise([job for job in joining if isinstance(job.work, DiffusionRequest)])
                     self._step()
             except Exception as error:  # noqa: BLE001 - a bug must fail its requests, not the server
-                self._fail_everything(error)
+                self._fail_everything(error, joining)
 
-    def _fail_everything(self, error: Exception) -> None:
-        """Answer every running job with 500 and start again with an empty batch."""
-        failed, self.running = self.running, []
+    def _fail_everything(self, error: Exception, joining: List[Job]) -> None:
+        """Answer every running and joining job with 500 and start again with an empty batch."""
+        failed = self.running + [job for job in joining if job not in self.running]
+        self.running = []
         self.batch = DecodingBatch(self.model.decoder)
         for job in failed:
             self._fail(job, ServeError(500, f"the model failed: {type(error).__name__}: {error}", "server_error"))
@@ -144,8 +145,8 @@ class Scheduler:
         while self.waiting and len(self.running) + len(joining) < self.max_batch:
             job = self.waiting.popleft()
             if job.cancelled:
-                self.metrics.finished(job.task, "cancelled", now - job.submitted)
-            elif now > job.deadline:
+                continue  # its client went away while it waited
+            if now > job.deadline:
                 self._fail(job, ServeError(504, "the request waited longer than its timeout", "timeout"))
             else:
                 joining.append(job)
@@ -157,9 +158,7 @@ class Scheduler:
         for job in list(self.running):
             if job.cancelled or now > job.deadline:
                 self._remove(job)
-                if job.cancelled:
-                    self.metrics.finished(job.task, "cancelled", now - job.submitted)
-                else:
+                if not job.cancelled:
                     self._fail(job, ServeError(504, "the request ran out of time before it was done", "timeout"))
 
     def _join(self, jobs: List[Job]) -> None:
@@ -213,10 +212,10 @@ class Scheduler:
             self.batch.leave([job.live])
         self.metrics.running(len(self.running))
 
+    # The server counts each request once, when it answers (serve/app.py), not here.
+
     def _finish(self, job: Job, result: object) -> None:
-        self.metrics.finished(job.task, "ok", time.monotonic() - job.submitted)
         job.notify("done", result)
 
     def _fail(self, job: Job, error: ServeError) -> None:
-        self.metrics.finished(job.task, str(error.status), time.monotonic() - job.submitted)
         job.notify("error", error)

@@ -3,7 +3,7 @@ refused (strict mode: ``"8"`` is not an integer), every number has its range."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,9 @@ class ImageBody(Sampled):
 
 
 class SpeechBody(Sampled):
-    """``POST /v1/speech``: a text to say (a WAV comes back)."""
+    """``POST /v1/speech``: a text to say (a WAV, or the unit ids, comes back)."""
 
     prompt: str = Field(min_length=1)
     max_units: int = Field(200, ge=1)
+    #: wav: audio by the corpus's vocoder; units: ``{"units": [...]}`` for a client with its own vocoder
+    format: Literal["wav", "units"] = "wav"

@@ -146,9 +146,13 @@ class ServedModel:
         """The PNG of a decoded text -> image generation."""
         return png(self.pipeline.decode_images([self.pipeline.image_codes(generation)])[0])
 
-    def speech_wav(self, generation: Generation, seed: int) -> bytes:
+    def speech_units(self, generation: Generation, max_units: int) -> np.ndarray:
+        """The unit ids ``[0, units)`` of a text -> speech generation."""
+        return self.pipeline.units_of(generation.tokens, max_units)
+
+    def speech_wav(self, generation: Generation, seed: int, max_units: int) -> bytes:
         """The WAV (16 kHz mono) of a text -> speech generation, by the corpus's vocoder."""
-        return wav(self.pipeline.speech_audio(self.pipeline.units_of(generation.tokens), seed=seed))
+        return wav(self.pipeline.speech_audio(self.speech_units(generation, max_units), seed=seed))
 
     def denoise(self, requests: List[DiffusionRequest]) -> List[bytes]:
         """PNGs of Transfusion text -> image requests, each the image the pipeline draws for it

@@ -32,6 +32,12 @@ DISTANCE_FLOOR = 1e-4  # mel power; log 1e-4 = -9.2
 DB_PER_NEPER = 10.0 / math.log(10.0)  # a difference of natural-log power in dB
 
 
+def _random_state(seed: int):
+    """Griffin-Lim's random start for ``seed``, any integer in [0, 2**63) (mot's seed range):
+    numpy's legacy seeding stops at 2**32, so larger seeds get a Generator of their own."""
+    return seed if seed < 2**32 else np.random.default_rng(seed)
+
+
 def log_mel_to_audio(features: np.ndarray, config: LogMelConfig = LogMelConfig(), iterations: int = 64,
                      seed: int = 0) -> np.ndarray:
     """Mono 16 kHz float32 audio of ``num_frames * 640`` samples whose log-mel is close to
@@ -49,7 +55,7 @@ def log_mel_to_audio(features: np.ndarray, config: LogMelConfig = LogMelConfig()
     power = _mel_to_linear(filters.astype(np.float64), mel_power)  # [win // 2 + 1, synthesis frames]
     audio = librosa.griffinlim(np.sqrt(power).astype(np.float32), n_iter=iterations, hop_length=SYNTHESIS_HOP,
                                win_length=config.win_length, n_fft=config.win_length, window="hann", center=True,
-                               length=length, momentum=0.99, init="random", random_state=seed)
+                               length=length, momentum=0.99, init="random", random_state=_random_state(seed))
     return audio.astype(np.float32)
 
 
