@@ -22,8 +22,12 @@ every answer must be the same: the table counts answers that differ from the fir
 (padded towers round floats differently, which may flip a rare near-tie; the others should
 differ in none).
 
-The client threads share the server's process (and the GIL), as the tests do; on a machine
-with few cores they take some of its CPU, so compare ratios, not absolute numbers.
+The clients run in a process of their own (so they do not hold the server's GIL); on a machine
+with few cores they still take some of its CPU, so compare ratios, not absolute numbers.
+
+Text -> speech answers with unit ids by default (``--speech-format units``): the server's vocoder
+(Griffin-Lim) takes about 2 s of CPU per 100 units on 2 cores, outside the scheduler, and with
+``--speech-format wav`` every strategy's throughput is that of the vocoder.
 
     python benchmarks/serving.py RUN_DIR
     python benchmarks/serving.py RUN_DIR --concurrency 1,8 --requests 16 --json serving.json
@@ -35,6 +39,7 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -43,6 +48,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -53,7 +59,7 @@ from mot.generate.logits import Sampling
 from mot.generate.transfusion import ImageSampling
 from mot.serve.limits import ServeLimits
 from mot.serve.served_model import ServedModel, png, wav
-from mot.serve.server import BackgroundServer
+from mot.serve.server import BackgroundServer, serving_threads
 
 STRATEGIES = ("one-at-a-time", "tower-batched", "padded")
 PATHS = {"completions": "/v1/completions", "images": "/v1/images", "captions": "/v1/captions",
@@ -80,8 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=32, help="new text tokens of completions, captions, "
                                                               "transcriptions")
     p.add_argument("--max-units", type=int, default=100, help="speech units of text -> speech")
+    p.add_argument("--speech-format", choices=["units", "wav"], default="units",
+                   help="what text -> speech answers with (wav: the vocoder's time dominates)")
     p.add_argument("--image-steps", type=int, default=50, help="denoising steps (Transfusion runs only)")
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of the server (default: mot serve's, every core but one)")
     p.add_argument("--json", default=None, help="write every number here")
     args = p.parse_args(argv)
     args.concurrency_list = [int(c) for c in args.concurrency.split(",")]
@@ -148,7 +158,8 @@ def make_call(model: ServedModel, args, index: int, task: str, seed: int, pngs, 
         body = dict(prompt=prompt, temperature=1.0, guidance=args.guidance, seed=seed)
         return Call(index, task, dict(body, steps=args.image_steps) if model.transfusion else body)
     if task == "speech":
-        return Call(index, task, dict(prompt=prompt, max_units=args.max_units, temperature=1.0, seed=seed))
+        return Call(index, task, dict(prompt=prompt, max_units=args.max_units, temperature=1.0, seed=seed,
+                                      format=args.speech_format))
     files = pngs if task == "captions" else wavs
     return Call(index, task, upload=files[seed % len(files)],
                 params=dict(max_tokens=args.max_tokens, temperature=1.0, seed=seed))
@@ -272,11 +283,12 @@ class Result:
     differing_tasks: Dict[str, int] = field(default_factory=dict)
 
 
-def measure(server: BackgroundServer, strategy: str, calls: List[Call], concurrency: int, args,
-            timeout: float) -> Result:
+def measure(server: BackgroundServer, clients: ProcessPoolExecutor, strategy: str, calls: List[Call],
+            concurrency: int, args, timeout: float) -> Result:
     with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client:
         tokens_before, statuses_before = server_counts(client)
-        answers, seconds, unsent = closed_loop(server.url, calls, concurrency, args.max_seconds, timeout)
+        answers, seconds, unsent = clients.submit(closed_loop, server.url, calls, concurrency, args.max_seconds,
+                                                  timeout).result()
         tokens_after, statuses_after = server_counts(client)
         health = client.get("/health").json()
     tokens = {m: tokens_after[m] - tokens_before[m] for m in tokens_after}
@@ -373,6 +385,7 @@ def problems(results: List[Result]) -> List[str]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     began = time.perf_counter()
+    torch.set_num_threads(args.threads or serving_threads())
     machine = machine_info()
     print(", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     model = ServedModel.from_run(args.run_dir, log=lambda _: None)
@@ -383,9 +396,11 @@ def main(argv=None) -> None:
     mix = Counter(c.task for c in calls)
     print(f"prepared in {time.perf_counter() - began:.0f} s (model, {len(pngs)} PNGs, {len(wavs)} WAVs)", flush=True)
     print(f"{model.name} ({model.setting}), tasks {dict(mix)}; max_batch {args.max_batch}, guidance "
-          f"{args.guidance:g}, max_tokens {args.max_tokens}, max_units {args.max_units}", flush=True)
+          f"{args.guidance:g}, max_tokens {args.max_tokens}, max_units {args.max_units}, speech as "
+          f"{args.speech_format}", flush=True)
 
     results = []
+    clients = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))  # the load's own process
     for strategy in args.strategy_list:
         limits, padded = serve_limits(strategy, args)
         timeout = limits.timeout_seconds + 30  # past the server's own 504
@@ -394,10 +409,11 @@ def main(argv=None) -> None:
             warm_up(server, warm, timeout)
             print(f"{strategy}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)
             for concurrency in args.concurrency_list:
-                result = measure(server, strategy, calls, concurrency, args, timeout)
+                result = measure(server, clients, strategy, calls, concurrency, args, timeout)
                 results.append(result)
                 print(f"{strategy} C={concurrency}: {result.completed}/{len(calls)} done, {result.failed} failed, "
                       f"{result.seconds:.1f} s", flush=True)
+    clients.shutdown()
     compare(results)
 
     print()

@@ -22,6 +22,8 @@ def add_parser(verbs) -> None:
                        help="require 'Authorization: Bearer TOKEN' on /v1 and /metrics (default: $MOT_SERVE_TOKEN; "
                             "none: no auth)")
     serve.add_argument("--step", type=positive_int, default=None, help="the checkpoint (default: the newest)")
+    serve.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="torch CPU threads (default: every core but one, left to the HTTP side)")
     limits = serve.add_argument_group("limits (a request beyond one gets an error naming it)")
     limits.add_argument("--max-batch", type=positive_int, default=8, metavar="N",
                         help="requests decoded together (default 8; 1 serves one at a time)")
@@ -49,5 +51,5 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]warning:[/] serving on {args.host} without --token: anyone who reaches this "
                       "address can use the model")
     console.out(f"serving {model.name} ({model.setting}: {', '.join(model.tasks)}) on http://{args.host}:{args.port}")
-    serve(model, args.host, args.port, limits, args.token)
+    serve(model, args.host, args.port, limits, args.token, args.threads)
     return 0

@@ -164,6 +164,7 @@ def create_app(model: ServedModel, limits: ServeLimits = ServeLimits(), token: O
         work = job(model.completion(body.prompt, body.max_tokens, sampling), "completions", waiter)
         created, ident = int(time.time()), f"cmpl-{id(work):x}"
         if body.stream:
+            work.stream = True
             scheduler.submit(work)  # a full queue answers 429 before the stream starts
             return StreamingResponse(_stream(model, metrics, work, waiter, ident, created),
                                      media_type="text/event-stream")

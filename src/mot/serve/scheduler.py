@@ -29,7 +29,7 @@ from ..generate.logits import GenerationError
 from .metrics import Metrics
 from .served_model import DiffusionRequest, ServedModel
 
-#: a job's events, in the worker thread: ("token", id), ("done", result) or ("error", ServeError)
+#: a job's events, in the worker thread: ("token", id) (streams only), ("done", result) or ("error", ServeError)
 Notify = Callable[[str, object], None]
 
 
@@ -50,6 +50,7 @@ class Job:
     task: str
     notify: Notify
     deadline: float
+    stream: bool = False  # its tokens are sent as they come (else only its result)
     cancelled: bool = False
     live: Optional[LiveRequest] = None
     submitted: float = field(default_factory=time.monotonic)
@@ -199,7 +200,8 @@ class Scheduler:
         for live, token in self.batch.step():
             job = by_live[id(live)]
             self.metrics.generated(self.model.modality_of(token), 1)
-            job.notify("token", token)
+            if job.stream:  # waking the event loop per token costs the others' time
+                job.notify("token", token)
             if live.ended:
                 self.running.remove(job)
                 self._finish(job, live)
