@@ -5,7 +5,9 @@ the paper's section 6.3 alternative), side by side in one process.
 
 The run's :class:`ServedModel` is built once; each strategy gets its own
 :class:`~mot.serve.server.BackgroundServer` on a free loopback port, started after the previous
-one has shut down, and one warm-up request per task before it is timed. The workload is a fixed,
+one has shut down, and one warm-up request per task and ``--warmup-rounds`` untimed passes of the
+whole workload before it is timed, so that no strategy pays for a cold process (first shapes,
+the allocator) that the others do not. The workload is a fixed,
 seeded list of mixed requests of every task the run does (text completions, text -> image,
 image -> text captions of PNGs made up front, and with speech text -> speech and speech -> text
 of WAVs made up front), each with its own seed. For each ``--concurrency`` C, C closed-loop
@@ -90,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="what text -> speech answers with (wav: the vocoder's time dominates)")
     p.add_argument("--image-steps", type=int, default=50, help="denoising steps (Transfusion runs only)")
     p.add_argument("--seed", type=int, default=0, help="the workload's seed")
+    p.add_argument("--warmup-rounds", type=int, default=1,
+                   help="untimed passes of the whole workload per strategy before timing (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads of the server (default: mot serve's, every core but one)")
     p.add_argument("--json", default=None, help="write every number here")
@@ -407,6 +411,9 @@ def main(argv=None) -> None:
         with BackgroundServer(model, limits, padded_towers=padded) as server:
             started = time.perf_counter()
             warm_up(server, warm, timeout)
+            for _ in range(args.warmup_rounds):  # every shape the timed runs will meet, seen once
+                clients.submit(closed_loop, server.url, calls, max(args.concurrency_list), args.max_seconds,
+                               timeout).result()
             print(f"{strategy}: warmed up in {time.perf_counter() - started:.1f} s", flush=True)
             for concurrency in args.concurrency_list:
                 result = measure(server, clients, strategy, calls, concurrency, args, timeout)

@@ -174,25 +174,26 @@ def test_limits_are_checked():
 
 
 def test_the_worker_survives_a_failing_model(served, monkeypatch):
+    from mot.generate.logits import Sampling
+    from mot.serve.scheduler import Job
+
     scheduler = Scheduler(served, Metrics(), max_batch=2).start()
     events = []
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    from mot.generate.logits import Sampling
-    from mot.serve.scheduler import Job
+    def submit_and_wait(until):
+        job = Job(served.completion("a red circle", 4, Sampling()), "completions",
+                  lambda kind, value: events.append((kind, value)), time.monotonic() + 30)
+        scheduler.submit(job)
+        deadline = time.monotonic() + 20
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
-    request = served.completion("a red circle", 4, Sampling())
     monkeypatch.setattr(scheduler.batch, "step", broken)
-    scheduler.submit(Job(request, "completions", lambda kind, value: events.append((kind, value)), time.monotonic() + 30))
-    deadline = time.monotonic() + 20
-    while not events and time.monotonic() < deadline:
-        time.sleep(0.01)
+    submit_and_wait(lambda: events)
     assert events[0][0] == "error" and events[0][1].status == 500 and "boom" in events[0][1].reason
-    scheduler.submit(Job(request, "completions", lambda kind, value: events.append((kind, value)), time.monotonic() + 30))
-    deadline = time.monotonic() + 20
-    while events[-1][0] != "done" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    submit_and_wait(lambda: events[-1][0] == "done")
     assert events[-1][0] == "done"  # a fresh batch serves the next request
     scheduler.stop(5)

@@ -15,7 +15,8 @@
 
 Every error is JSON, ``{"error": {"message", "type", "code"}}``: 400 bad input, 401 a missing or
 wrong bearer token, 404 another model, 413 a body over the limit, 422 a field of the wrong type or
-range or an unknown field, 429 a full queue, 503 shutting down, 504 out of time.
+range or an unknown field, 429 a full queue, 500 a failure of the server's own, 503 shutting down,
+504 out of time.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from .served_model import ServedModel
 
 
 #: the page loads nothing from elsewhere, and says so to the browser
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' blob:; img-src 'self' blob:; media-src blob:; "
-                                           "script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' blob:; img-src 'self' blob:; "
+                                           "media-src blob:; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
                 "Cache-Control": "no-cache"}
 
 
