@@ -3,15 +3,16 @@
 1. Resolve every architecture's recipe against the corpus and check that their training FLOPs per
    token match the reference's within the MoE routers' cost (MoT's towers cost nothing extra:
    a token runs through one tower); a mismatch is an error naming the architecture.
-2. Train each architecture in turn. A finished run (its final checkpoint is there) is not
-   retrained; an interrupted one resumes from its newest checkpoint, so ``mot compare`` can be
-   stopped and started again at any point.
+2. Train each architecture in turn (with ``seeds``, once per seed, one seed's comparison after the
+   other). A finished run (its final checkpoint is there) is not retrained; an interrupted one
+   resumes from its newest checkpoint, so ``mot compare`` can be stopped and started again at any
+   point.
 3. In the Transfusion setting, with ``samples.prompts``: draw every architecture's images for the
    same prompts and captions for the same validation images (``samples.py``).
 4. With ``eval.every``: measure every architecture's kept checkpoints with ``mot eval``
    (``metric_curves.py``); the metrics asked for are checked against the setting before step 1.
 5. Write the report (``report.py``): losses, step matching, plots, samples, metrics over
-   training, ``results.json``.
+   training, over seeds (``seeds.py``), ``results.json``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from ..model.accounting import count_parameters, flops_per_token
 from ..runs.checkpoints import CheckpointManager
 from ..runs.recipe import TrainConfig
 from ..runs.resolve import resolve_recipe
-from .experiment import ExperimentConfig, architecture_recipes
+from .experiment import ExperimentConfig, seeded_recipes
 from .metric_curves import eval_metrics, evaluate_over_training
-from .report import collect_run, write_report
+from .report import collect_run, step_matching, write_report
+from .seeds import seed_summary
 
 
 def router_flops_per_token(config: TrainConfig) -> float:
@@ -67,10 +69,13 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
     """Train what is not trained yet and write the report; returns the report directory."""
     from ..train.trainer import Trainer
 
-    recipes = architecture_recipes(experiment, variant)
+    seeded = seeded_recipes(experiment, variant)
+    recipes = next(iter(seeded.values()))  # the recipe's own seed: the report's main tables
     first = next(iter(recipes.values()))
-    # every architecture checked against the corpus before the first one trains
-    resolved = {label: resolve_recipe(recipe)[0] for label, recipe in recipes.items()}
+    # every architecture of every seed checked against the corpus before the first one trains
+    resolved_by_seed = {seed: {label: resolve_recipe(recipe)[0] for label, recipe in by.items()}
+                        for seed, by in seeded.items()}
+    resolved = resolved_by_seed[first.seed]
     accounting = check_flops(resolved, experiment.reference, experiment.flops_matched)
     metrics = {label: eval_metrics(config, experiment.eval.metrics) for label, config in resolved.items()}
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
@@ -79,13 +84,21 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
     for label, row in accounting.items():
         log(f"  {label:>16}: {row['parameters_total']:>12,} parameters, {row['parameters_active']:>12,} active, "
             f"{row['flops_per_token']:>14,.0f} training FLOPs/token ({row['flops_ratio']:.4f} x)")
-    for index, (label, recipe) in enumerate(recipes.items(), start=1):
+    runs = [(seed, label, recipe) for seed, by in seeded.items() for label, recipe in by.items()]
+    for index, (seed, label, recipe) in enumerate(runs, start=1):
+        name = f"{label} (seed {seed})" if len(seeded) > 1 else label
         if is_finished(recipe):
-            log(f"[{index}/{len(recipes)}] {label}: finished, not retrained ({recipe.run_dir})")
+            log(f"[{index}/{len(runs)}] {name}: finished, not retrained ({recipe.run_dir})")
             continue
-        log(f"[{index}/{len(recipes)}] {label}: training")
+        log(f"[{index}/{len(runs)}] {name}: training")
         Trainer(recipe, log=log).train()
-    results = {label: collect_run(label, resolved[label], accounting[label]) for label in recipes}
+    by_seed = {seed: {label: collect_run(label, config, accounting[label]) for label, config in by.items()}
+               for seed, by in resolved_by_seed.items()}
+    results = by_seed[first.seed]
+    seeds = None
+    if len(by_seed) > 1:
+        matching = {seed: step_matching(r, experiment.reference, experiment.smoothing) for seed, r in by_seed.items()}
+        seeds = seed_summary(matching, by_seed, experiment.reference)
     samples = None
     if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.scored):
         from ..generate.pipeline import TransfusionPipeline
@@ -100,6 +113,6 @@ def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
     if experiment.eval.every:
         evaluate_over_training(recipes, metrics, experiment.eval, log)
         over_training = {label: recipe.run_dir for label, recipe in recipes.items()}
-    report = write_report(experiment, results, variant, samples, over_training)
+    report = write_report(experiment, results, variant, samples, over_training, seeds)
     log(f"report: {report / 'report.md'}")
     return report

@@ -16,11 +16,14 @@
     samples:                                # Transfusion: images for the same prompts from each
       prompts: ["a red circle on a blue background"]
     eval: {every: 200, metrics: [fid, cider]}  # metrics over training (``mot eval``; metric_curves.py)
+    seeds: [0, 1, 2]                        # repeat over seeds: step matching as median and range
 
 Every architecture gets the same data order, seed and schedule (only the model differs), and its
 own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
 With ``flops_matched: false`` (the paper's "760M MoT vs 1.4B dense" comparison) the FLOPs ratio
-is reported instead of enforced.
+is reported instead of enforced. With ``seeds``, every architecture trains once per seed (initial
+weights and data order): the recipe's own seed in ``runs/<label>``, the others in
+``runs/seed-<seed>/<label>`` (``seeds.py`` summarises them).
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class ExperimentConfig:
     flops_matched: bool = True
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     eval: EvalSchedule = field(default_factory=EvalSchedule)
+    #: train each architecture once per seed and report over them (empty: the recipe's seed only)
+    seeds: List[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.architectures:
@@ -110,6 +115,11 @@ class ExperimentConfig:
             if not label or "/" in label:
                 raise ConfigError(f"architectures: {label!r} is not a valid directory name")
         check_number("smoothing", self.smoothing, "must be in [0, 1)", lambda v: 0 <= v < 1)
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ConfigError(f"seeds: {seed!r} is not an integer >= 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: {self.seeds} repeats a seed")
         from ..generate.transfusion import ImageSampling, SamplingError
 
         try:  # the sampling settings fail here, before any training, not after it
@@ -135,16 +145,34 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     return load_config(ExperimentConfig, path, overrides)
 
 
-def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = None) -> Dict[str, TrainConfig]:
+def seeded_recipes(experiment: ExperimentConfig, variant: Optional[str] = None) -> Dict[int, Dict[str, TrainConfig]]:
+    """:func:`architecture_recipes` for every seed of ``experiment.seeds`` (the recipe's own seed
+    first, in the plain run directories), or for the recipe's seed alone."""
+    plain = architecture_recipes(experiment, variant)
+    own = next(iter(plain.values())).seed
+    seeded = {own: plain}
+    for seed in experiment.seeds:
+        if seed != own:
+            seeded[seed] = architecture_recipes(experiment, variant, seed)
+    return seeded
+
+
+def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = None,
+                         seed: Optional[int] = None) -> Dict[str, TrainConfig]:
     """The recipe of every architecture: the shared recipe, the experiment's overrides, the
-    variant's, then the architecture's own, with the run directory placed under the experiment.
-    An architecture's overrides that change a shared field (data, schedule, seed) are an error."""
+    variant's, then the architecture's own, with the run directory placed under the experiment
+    (with ``seed``: that seed, in ``runs/seed-<seed>``). An architecture's overrides that change a
+    shared field (data, schedule, seed) are an error."""
     shared = list(experiment.overrides)
     if variant is not None:
         if variant not in experiment.variants:
             raise ConfigError(f"--variant {variant}: the experiment has variants {sorted(experiment.variants)}")
         shared += experiment.variants[variant]
-    placement = [f"out_dir={experiment.directory / 'runs'}"]
+    runs = experiment.directory / "runs"
+    if seed is not None:
+        shared.append(f"seed={seed}")
+        runs = runs / f"seed-{seed}"
+    placement = [f"out_dir={runs}"]
     if experiment.eval.every:  # the checkpoints the metrics over training are measured on
         placement.append(f"keep_every={experiment.eval.every}")
     base = load_recipe(experiment.recipe, shared + placement)

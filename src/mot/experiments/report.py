@@ -23,6 +23,7 @@ from ..runs.run_dir import read_environment
 from .experiment import ExperimentConfig
 from .metric_curves import (METRICS_PLOT, evaluation_seconds, metric_curves, metric_markdown, metric_plot,
                             metric_step_matching)
+from .seeds import seeds_markdown
 
 ALL = "all"  # the loss over every trained position
 
@@ -85,11 +86,12 @@ def _final(points: List[list]) -> str:
 
 
 def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant: Optional[str],
-                 samples: Optional[dict] = None, over_training: Optional[dict] = None) -> Path:
+                 samples: Optional[dict] = None, over_training: Optional[dict] = None,
+                 seeds: Optional[dict] = None) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
     (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
     with ``over_training``, ``{label: run directory}``: the metrics over training are read from
-    their ``eval.json``)."""
+    their ``eval.json``; with ``seeds``, :func:`.seeds.seed_summary` of the comparison over seeds)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
@@ -97,10 +99,14 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
     metrics = _metrics_over_training(over_training, experiment.reference, directory)
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
-            "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics}
+            "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics,
+            "seeds": seeds}
     as_json = json.dumps(data, indent=1) + "\n"
     atomic_write(directory / "results.json", lambda path: Path(path).write_text(as_json))
-    text = _markdown(experiment, results, matching, plots, variant) + _samples_markdown(samples)
+    text = _markdown(experiment, results, matching, plots, variant)
+    if seeds:
+        text += "\n".join(seeds_markdown(seeds, experiment.reference, _curve_names(results, experiment.reference))) + "\n"
+    text += _samples_markdown(samples)
     if metrics:
         text += "\n".join(metric_markdown(metrics["curves"], metrics["step_matching"], experiment.reference,
                                           metrics["plot"], metrics["seconds"])) + "\n"
@@ -188,7 +194,7 @@ def _markdown(experiment, results, matching, plots, variant) -> str:
                      + " | ".join(_final(r["train"].get(m, [])) for m in modalities)
                      + "".join(f" | {_final(r['valid'].get(s, {}).get(m, []))}" for s in splits for m in modalities)
                      + " |")
-    names = [f"train/{m}" for m in [ALL] + modalities] + [f"{s}/{m}" for s in splits for m in modalities]
+    names = _curve_names(results, experiment.reference)
     lines += ["", f"## Step matching (share of `{experiment.reference}`'s steps needed to reach its final loss)", "",
               f"Training losses smoothed with an exponential moving average ({experiment.smoothing}) first; "
               f"validation losses as measured. Below 100%: faster than the reference.", "",
@@ -205,6 +211,13 @@ def _markdown(experiment, results, matching, plots, variant) -> str:
                      + " |")
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in plots.items()]
     return "\n".join(lines) + "\n"
+
+
+def _curve_names(results: Dict[str, dict], reference: str) -> List[str]:
+    """The curves the report's tables show: ``train/all``, ``train/<modality>``, ``<split>/<modality>``."""
+    modalities = [m for m in results[reference]["train"] if m != ALL]
+    splits = sorted({s for r in results.values() for s in r["valid"]})
+    return [f"train/{m}" for m in [ALL] + modalities] + [f"{s}/{m}" for s in splits for m in modalities]
 
 
 def _plots(results, matching, experiment, directory: Path) -> Dict[str, str]:

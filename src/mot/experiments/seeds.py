@@ -1,0 +1,105 @@
+"""A comparison repeated over seeds (``seeds: [0, 1, 2]`` in an experiment): step matching as median
+and range, and which architectures' final losses stay apart from the reference's in every seed.
+
+A seed sets the model's initial weights and the data order (the trainer's ``seed``). One seed's
+step-matching share is a single draw; the paper's claims are about the architectures, so a claim
+holds here only where the seeds agree: an architecture's final losses over the seeds form a range,
+and it is *apart* from the reference when the two ranges do not overlap.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Dict, List, Optional
+
+from ..eval.step_matching import share_text
+
+NOT_REACHED = float("inf")  # a share that never reached the reference's final loss ranks last
+
+
+def _ordered(value: Optional[float]) -> float:
+    return NOT_REACHED if value is None else value
+
+
+def _spread(values: Dict[int, Optional[float]]) -> dict:
+    """Median, lowest and highest of per-seed shares (``None``: not reached, above every share)."""
+    ranked = sorted(_ordered(v) for v in values.values())
+    median = statistics.median_low(ranked)  # a share that was reached (or not), never an average of two
+
+    def back(value: float) -> Optional[float]:
+        return None if value == NOT_REACHED else value
+
+    return {"by_seed": {str(seed): value for seed, value in values.items()}, "median": back(median),
+            "min": back(ranked[0]), "max": back(ranked[-1])}
+
+
+def _final(points: List[list]) -> Optional[float]:
+    return points[-1][1] if points else None
+
+
+def final_losses(result: dict) -> Dict[str, Optional[float]]:
+    """An architecture's last loss on every curve: ``train/<modality>`` (raw) and ``<split>/<modality>``."""
+    finals = {f"train/{m}": _final(points) for m, points in result["train"].items()}
+    finals.update({f"{split}/{m}": _final(points) for split, by in result["valid"].items() for m, points in by.items()})
+    return finals
+
+
+def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: Dict[int, Dict[str, dict]],
+                 reference: str) -> dict:
+    """``{"seeds": [...], "step_matching": {label: {curve: spread}}, "seconds_matching": ...,
+    "final_loss": {label: {curve: {"by_seed", "min", "max", "apart"}}}}`` where a spread is the
+    median and range of the per-seed shares, and ``apart`` says whether the label's final losses and
+    the reference's do not overlap (the reference itself: ``None``)."""
+    seeds = sorted(matching_by_seed)
+    labels = list(results_by_seed[seeds[0]])
+    step, seconds, finals = {}, {}, {}
+    for label in labels:
+        if label != reference:
+            curves = sorted({c for s in seeds for c in matching_by_seed[s].get(label, {})})
+            step[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("fraction") for s in seeds})
+                           for c in curves}
+            seconds[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("seconds_fraction")
+                                          for s in seeds}) for c in curves}
+        per_seed = {s: final_losses(results_by_seed[s][label]) for s in seeds}
+        finals[label] = {}
+        for curve in sorted({c for f in per_seed.values() for c in f}):
+            values = {str(s): per_seed[s].get(curve) for s in seeds}
+            known = [v for v in values.values() if v is not None]
+            finals[label][curve] = {"by_seed": values, "min": min(known) if known else None,
+                                    "max": max(known) if known else None}
+    for label, curves in finals.items():
+        for curve, row in curves.items():
+            ref = finals[reference].get(curve)
+            row["apart"] = (None if label == reference or ref is None or row["min"] is None or ref["min"] is None
+                            else row["max"] < ref["min"] or row["min"] > ref["max"])
+    return {"seeds": seeds, "step_matching": step, "seconds_matching": seconds, "final_loss": finals}
+
+
+def _spread_text(spread: dict) -> str:
+    return f"{share_text(spread['median'])} [{share_text(spread['min'])}–{share_text(spread['max'])}]"
+
+
+def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str]:
+    """The report's "Seeds" section for the ``curves`` the report shows."""
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    lines = ["", f"## Over seeds {seeds}", "",
+             "Every architecture trained once per seed (initial weights and data order). Step matching as the "
+             "median [lowest–highest] share of the reference's steps over the seeds; an architecture's final "
+             f"loss is *apart* from `{reference}`'s when their ranges over the seeds do not overlap, and a "
+             "claim holds only there.", "",
+             "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
+    for label, by in summary["step_matching"].items():
+        lines.append(f"| {label} | " + " | ".join(_spread_text(by[c]) if c in by else "-" for c in curves) + " |")
+    lines += ["", "Final losses, lowest–highest over the seeds (apart from the reference: ✓, overlapping: ~):", "",
+              "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
+    for label, by in summary["final_loss"].items():
+        cells = []
+        for curve in curves:
+            row = by.get(curve)
+            if not row or row["min"] is None:
+                cells.append("-")
+                continue
+            mark = "" if row["apart"] is None else (" ✓" if row["apart"] else " ~")
+            cells.append(f"{row['min']:.3f}–{row['max']:.3f}{mark}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
