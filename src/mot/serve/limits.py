@@ -3,9 +3,9 @@ and how long a request may take. ``mot serve`` sets them from its options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import ConfigError, check_number
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,9 @@ class ServeLimits:
     shutdown_seconds: float = 30.0  # on shutdown, how long running and waiting requests may finish
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name.endswith("_seconds"):  # a time: > 0 (shutdown: >= 0)
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                    value >= 0 if field.name == "shutdown_seconds" else value > 0)
-                rule = ">= 0" if field.name == "shutdown_seconds" else "> 0"
-            else:  # a count: >= 1 (the queue: >= 0)
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= (field.name != "max_queue")
-                rule = "an integer >= " + ("0" if field.name == "max_queue" else "1")
-            if not ok:
-                raise ConfigError(f"{field.name}={value!r}: must be {rule if rule[0] == 'a' else 'a number ' + rule}")
+        for name in ("max_prompt_tokens", "max_new_tokens", "max_body_bytes", "max_batch", "max_queue"):
+            value, least = getattr(self, name), 0 if name == "max_queue" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name}={value!r}: must be an integer >= {least}")
+        check_number("timeout_seconds", self.timeout_seconds, "must be a number > 0", lambda v: v > 0)
+        check_number("shutdown_seconds", self.shutdown_seconds, "must be a number >= 0", lambda v: v >= 0)
