@@ -42,8 +42,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
-import platform
 import random
 import re
 import sys
@@ -62,6 +60,8 @@ from mot.generate.transfusion import ImageSampling
 from mot.serve.limits import ServeLimits
 from mot.serve.served_model import ServedModel, png, wav
 from mot.serve.server import BackgroundServer, serving_threads
+
+from machine import machine_info  # benchmarks/machine.py: run as a script, this folder is on the path
 
 STRATEGIES = ("one-at-a-time", "tower-batched", "padded")
 PATHS = {"completions": "/v1/completions", "images": "/v1/images", "captions": "/v1/captions",
@@ -104,17 +104,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown or min(args.concurrency_list) < 1 or args.requests < 1:
         p.error(f"strategies must come from {list(STRATEGIES)} (got {unknown}), concurrency and requests >= 1")
     return args
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return dict(cpu=cpu, cpu_count=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
-                python=platform.python_version())
 
 
 # ---- the workload ------------------------------------------------------------------------------

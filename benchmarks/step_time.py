@@ -40,13 +40,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List
+
+from machine import machine_info  # benchmarks/machine.py: run as a script, this folder is on the path
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 30), "MALLOC_TRIM_THRESHOLD_": str(16 << 30)}
 MODALITY_NAMES = ["text", "image", "speech"]
@@ -296,7 +297,7 @@ def run(args) -> dict:
         results.append(dict(variant=case.variant, modalities=case.modalities, median_ms=median,
                             p25_ms=q[0], p75_ms=q[2], times_ms=case.times_ms,
                             vs_dense=statistics.median(dense.times_ms) / median if dense else None))
-    return dict(machine=machine_info(args), command=" ".join([os.path.basename(sys.executable), *sys.argv]),
+    return dict(machine=machine_info(args.device), command=" ".join([os.path.basename(sys.executable), *sys.argv]),
                 args={k: v for k, v in vars(args).items() if k not in ("modality_counts", "variant_list")},
                 malloc_env={k: os.environ.get(k) for k in MALLOC_ENV},
                 tokens_per_modality={m: b["tokens_per_modality"] for m, b in batches.items()},
@@ -313,24 +314,8 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def machine_info(args) -> dict:
-    import torch
-
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = dict(cpu=model, cpu_count=os.cpu_count(), torch=torch.__version__,
-                threads=torch.get_num_threads(), python=platform.python_version())
-    if args.device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def machine_line(args) -> str:
-    info = machine_info(args)
+    info = machine_info(args.device)
     return ", ".join(f"{k}={v}" for k, v in info.items())
 
 

@@ -29,7 +29,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await self._refuse(send)
-        received, started = 0, False
+        received, watched = 0, WatchedSend(send)
 
         async def counted_receive():
             nonlocal received
@@ -40,15 +40,10 @@ class BodyLimit:
                     raise BodyTooLarge
             return message
 
-        async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counted_receive, watched_send)
+            await self.app(scope, counted_receive, watched)
         except BodyTooLarge:
-            if not started:
+            if not watched.started:
                 await self._refuse(send)
 
     async def _refuse(self, send) -> None:
@@ -65,19 +60,25 @@ class UnexpectedErrors:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
-
-        async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except Exception as error:  # noqa: BLE001 - the last resort: answer, keep serving
             self.metrics.finished(scope["path"].rsplit("/", 1)[-1] or "page", "500", 0.0)
-            if not started:
+            if not watched.started:
                 await send_error(send, 500, f"the server failed: {type(error).__name__}: {error}", "server_error")
+
+
+class WatchedSend:
+    """An ASGI ``send`` that remembers whether the response has started (after that, an error can
+    no longer be answered with a status of its own)."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
 
 
 async def send_error(send, status: int, message: str, kind: str) -> None:

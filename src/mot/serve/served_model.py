@@ -26,7 +26,6 @@ import numpy as np
 
 from ..config import ConfigError
 from ..data.sources.speech import SAMPLE_RATE, decode_wav, resample, write_wav
-from ..generate.chameleon import ChameleonPipeline
 from ..generate.decoding import Decoder, Generation, Request
 from ..generate.image_files import read_image
 from ..generate.logits import GenerationError, Sampling
