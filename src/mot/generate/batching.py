@@ -27,20 +27,38 @@ joining at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..model.kv_cache import KVCache
 from ..model.routing import build_routing_plan
+from ..model.transformer import MoTModel
+from ..tokenizers.vocab import VocabLayout
 from .logits import TokenChooser, guided, processors_for
-from .modality_state import RowState, states_of
-
-if TYPE_CHECKING:
-    from .decoding import Decoder, Request
+from .modality_state import ModalityGrammar, RowState, states_of
+from .requests import Request
 
 PAD_DOCUMENT, PROMPT_DOCUMENT = 0, 1
+
+
+class DecodingSetup(Protocol):
+    """What a batch needs of its :class:`.decoding.Decoder`: the model and its vocabulary's tables,
+    and the decoder's checks of a request."""
+
+    model: MoTModel
+    layout: VocabLayout
+    grammar: ModalityGrammar
+    device: torch.device
+    allowed: torch.Tensor  # [grammar states, V] bool: the ids each state allows
+    modality_table: np.ndarray  # id -> modality index
+    pad: int
+    boi: int  # the image begin marker, -1 without images
+
+    def check_request(self, name: str, request: Request) -> None: ...
+
+    def unconditional_prompt(self, request: Request) -> List[int]: ...
 
 
 def fetch(tensor: torch.Tensor) -> List[int]:
@@ -53,7 +71,7 @@ class LiveRequest:
     """A request in a :class:`DecodingBatch`: its grammar state, its random generator and what it
     has produced so far."""
 
-    request: "Request"
+    request: Request
     state: RowState
     generator: Optional[torch.Generator]
     length: int  # positions of its row in the cache
@@ -75,7 +93,7 @@ class LiveRequest:
 class DecodingBatch:
     """The requests ``decoder`` is decoding together (see the module docstring)."""
 
-    def __init__(self, decoder: "Decoder"):
+    def __init__(self, decoder: DecodingSetup):
         self.decoder = decoder
         self.model = decoder.model
         self.live: List[LiveRequest] = []
@@ -92,7 +110,7 @@ class DecodingBatch:
     # ---- requests join and leave ---------------------------------------------------------------
 
     @torch.no_grad()
-    def join(self, requests: Sequence["Request"]) -> List[LiveRequest]:
+    def join(self, requests: Sequence[Request]) -> List[LiveRequest]:
         """Prefill ``requests`` (checked first: a bad one raises and nothing joins) and add them to
         the batch; their first token is chosen by the next :meth:`step`."""
         decoder = self.decoder

@@ -16,7 +16,6 @@ reference: the whole sequence recomputed at every step, one request at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -26,34 +25,9 @@ from ..model.transformer import MoTModel
 from ..progress import progress
 from ..tokenizers.vocab import VocabLayout
 from .batching import DecodingBatch
-from .logits import GenerationError, Sampling
+from .logits import GenerationError
 from .modality_state import IMAGE, ModalityGrammar, SpanRules
-
-
-@dataclass(frozen=True)
-class Request:
-    """One generation: ``prompt`` (unified ids, ``<bos>`` first), where it starts and ends (``mode``:
-    text, image, speech or free, see :mod:`.modality_state`), at most ``max_new_tokens`` new ids,
-    its sampling, for an image its classifier-free ``guidance`` scale (1: none), and the latents of
-    a Transfusion prompt's images."""
-
-    prompt: Sequence[int]
-    mode: str = "free"
-    max_new_tokens: int = 256
-    sampling: Sampling = field(default_factory=Sampling)
-    guidance: float = 1.0
-    #: Transfusion: the clean VAE latents ``[k, C, h, w]`` of the prompt's ``k`` images, in order; each
-    #: image is ``<boi>``, one placeholder id per latent patch, ``<eoi>`` in the prompt
-    latents: Optional[torch.Tensor] = None
-
-
-@dataclass
-class Generation:
-    """What a request produced: the new ids (its final ``<eos>`` left out) and whether it ended by
-    its grammar (``False``: it ran out of ``max_new_tokens`` or of context)."""
-
-    tokens: List[int]
-    finished: bool
+from .requests import Generation, Request  # noqa: F401 - where most callers import them from
 
 
 class Decoder:
