@@ -142,7 +142,7 @@ def test_every_verb_follows_one_convention():
 
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert set(verbs) == {"config", "prepare", "train", "compare", "generate", "eval", "export", "analyze", "serve"}
+    assert set(verbs) == {"config", "prepare", "train", "compare", "generate", "eval", "export", "analyze", "serve", "bench"}
     leaves = {}
     for name, verb in verbs.items():
         nested = [a for a in verb._actions if a.__class__.__name__ == "_SubParsersAction"]

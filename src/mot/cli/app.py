@@ -15,11 +15,11 @@ from typing import Optional, Sequence
 
 from rich.console import Console
 
-from . import analyze, compare, config, eval, export, generate, prepare, serve, train
+from . import analyze, bench, compare, config, eval, export, generate, prepare, serve, train
 from .errors import debug_requested, describe
 
 #: in the order ``mot --help`` lists them: from a model config to the analysis of trained runs
-VERBS = (config, prepare, train, compare, generate, eval, export, analyze, serve)
+VERBS = (config, prepare, train, compare, generate, eval, export, analyze, serve, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
