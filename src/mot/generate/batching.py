@@ -116,14 +116,12 @@ class DecodingBatch:
         decoder = self.decoder
         for index, request in enumerate(requests):
             decoder.check_request(f"requests[{index}]", request)
-        joining = []
-        for request in requests:
-            unconditional = decoder.unconditional_prompt(request) if request.guidance != 1.0 else None
-            joining.append(LiveRequest(request, RowState(decoder.grammar, request.mode, request.prompt),
-                                       TokenChooser.generator_for(request.sampling, decoder.device),
-                                       len(request.prompt), None if unconditional is None else len(unconditional)))
-        rows = [list(r.prompt) for r in requests] + [decoder.unconditional_prompt(r) for r in requests
-                                                     if r.guidance != 1.0]
+        unconditional = [decoder.unconditional_prompt(r) if r.guidance != 1.0 else None for r in requests]
+        joining = [LiveRequest(request, RowState(decoder.grammar, request.mode, request.prompt),
+                               TokenChooser.generator_for(request.sampling, decoder.device), len(request.prompt),
+                               None if row is None else len(row))
+                   for request, row in zip(requests, unconditional)]
+        rows = [list(r.prompt) for r in requests] + [row for row in unconditional if row is not None]
         latents = [r.latents for r in requests] + [None] * (len(rows) - len(requests))
         cache = KVCache(self.model.config.n_layers)
         logits = self._prefill(rows, latents, cache)
@@ -158,7 +156,8 @@ class DecodingBatch:
             self.live, self.cache, self.logits, self.seen, self._settings = [], None, None, None, None
             return
         index = {id(live): i for i, live in enumerate(self.live)}
-        guided_rank = {id(live): len(self.live) + rank for rank, live in enumerate(l for l in self.live if l.guided)}
+        guided = [live for live in self.live if live.guided]  # their unconditional rows follow, in this order
+        guided_rank = {id(live): len(self.live) + rank for rank, live in enumerate(guided)}
         rows = [index[id(live)] for live in kept] + [guided_rank[id(live)] for live in kept if live.guided]
         device = self.decoder.device
         order = torch.tensor(rows, device=device)

@@ -8,9 +8,8 @@ text -> image requests run between steps, all that are waiting at once.
 
 ``max_batch`` 1 serves requests one at a time, and ``padded_towers`` pads every tower's tokens to the
 largest tower's and runs the towers as one batched matmul (:meth:`MoTModel.padded_towers`): the two
-baselines of benchmarks/serving.py. Past
-``max_queue`` waiting requests, :meth:`Scheduler.submit` refuses (the server answers 429); while
-stopping, it refuses everything (503). The worker thread never dies of a request: a request's error
+baselines of benchmarks/serving.py. Past ``max_queue`` waiting requests, :meth:`Scheduler.submit`
+refuses (the server answers 429); while stopping, it refuses everything (503). The worker thread never dies of a request: a request's error
 goes to that request.
 """
 
@@ -23,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, List, Optional
 
+from ..errors import MotError
 from ..generate.batching import DecodingBatch, LiveRequest
 from ..generate.decoding import Request
 from ..generate.logits import GenerationError
@@ -33,7 +33,7 @@ from .served_model import DiffusionRequest, ServedModel
 Notify = Callable[[str, object], None]
 
 
-class ServeError(Exception):
+class ServeError(MotError):
     """A request the server answers with an error: ``status`` and a ``reason`` for the client."""
 
     def __init__(self, status: int, reason: str, kind: str = "invalid_request_error"):
