@@ -76,6 +76,8 @@ def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: 
 
 
 def _spread_text(spread: dict) -> str:
+    if spread["min"] is None:
+        return "not reached (any seed)"
     return f"{share_text(spread['median'])} [{share_text(spread['min'])}–{share_text(spread['max'])}]"
 
 
