@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, check_number
 from ..model import build_model
 from ..model.accounting import flops_per_token
 from ..runs.architecture import architecture_settings
@@ -51,11 +51,11 @@ class BenchSettings:
     """What ``mot bench`` measures: ``model`` (sizes; its architecture fields are replaced per
     architecture), sequences of ``seq`` tokens in batches of ``batch`` over ``modalities`` modalities."""
 
-    model: ModelConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
     seq: int = 2048
     batch: int = 2
     modalities: int = 2
-    architectures: Sequence[str] = ARCHITECTURES
+    architectures: List[str] = field(default_factory=lambda: list(ARCHITECTURES))
     device: str = "cpu"
     bf16: bool = False
     compile: bool = False
@@ -73,6 +73,8 @@ class BenchSettings:
         unknown = [a for a in self.architectures if a not in ARCHITECTURES]
         if unknown or not self.architectures:
             raise ConfigError(f"architectures: {unknown or 'none'}: choose from {list(ARCHITECTURES)}")
+        if self.peak_flops is not None:
+            check_number("peak_flops", self.peak_flops, "must be a number > 0 (FLOP/s)", lambda v: v > 0)
         if self.seq > self.model.max_seq_len:
             raise ConfigError(f"seq={self.seq}: longer than the model's max_seq_len={self.model.max_seq_len}")
 
