@@ -69,10 +69,6 @@ class ServedModel:
         """The newest complete checkpoint (or ``step``'s) of the run in ``run_dir``."""
         return cls(pipeline_for_run(run_dir, log=log, step=step), Path(run_dir).resolve().name)
 
-    @property
-    def max_seq_len(self) -> int:
-        return self.decoder.model.config.max_seq_len
-
     def require(self, task: str) -> None:
         if task not in self.tasks:
             raise TaskError(f"this model ({self.setting} setting) does not do {task}; it does {', '.join(self.tasks)}")
