@@ -100,25 +100,6 @@ def maybe_reexec_with_malloc_env(args: argparse.Namespace) -> None:
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
-# ----------------------------------------------------------------------------------- data --
-
-def interleaved_layout(batch: int, seq: int, num_modalities: int, rng: random.Random) -> List[List[int]]:
-    """Modality ids ``[B][L]``: text runs 20-300, image spans 256, speech runs 50-250 tokens."""
-    lengths = {0: lambda: rng.randint(20, 300), 1: lambda: 256, 2: lambda: rng.randint(50, 250)}
-    rows = []
-    for _ in range(batch):
-        row: List[int] = []
-        counts = [0] * num_modalities
-        while len(row) < seq:
-            fewest = min(counts)
-            modality = rng.choice([m for m in range(num_modalities) if counts[m] == fewest])
-            run = lengths[modality]()
-            row += [modality] * run
-            counts[modality] += run
-        rows.append(row[:seq])
-    return rows
-
-
 # ----------------------------------------------------------------------------- routings --
 
 def route_run_all_select(per_tower, x, tower_masks: dict):
@@ -175,6 +156,7 @@ def build_setting(m: int, args, device, rng: random.Random):
     from mot.model import build_model
     from mot.model.attention_backends import SDPAAttention
     from mot.model.reference import reference_logits, route_by_boolean_index
+    from mot.train.bench import interleaved_modalities
 
     names = MODALITY_NAMES[:m]
     base = dict(vocab_size=args.vocab, d_model=args.width, n_heads=args.heads, n_layers=args.layers,
@@ -192,8 +174,7 @@ def build_setting(m: int, args, device, rng: random.Random):
         for model in models.values():
             model.to(torch.bfloat16)
 
-    layout = interleaved_layout(args.batch, args.seq, m, rng)
-    modality_ids = torch.tensor(layout, device=device)
+    modality_ids = interleaved_modalities(args.batch, args.seq, m, rng).to(device)  # the batches of mot bench
     generator = torch.Generator().manual_seed(args.seed + 100 + m)
     tokens = torch.randint(0, args.vocab, (args.batch, args.seq), generator=generator).to(device)
     targets = torch.randint(0, args.vocab, (args.batch, args.seq), generator=generator).to(device)
