@@ -293,7 +293,7 @@ def _error_body(error: ServeError) -> dict:
 
 def _add_error_handlers(app: FastAPI) -> None:
     def reply(error: ServeError, metrics: Metrics, path: str) -> JSONResponse:
-        metrics.finished(path.rsplit("/", 1)[-1] or "page", str(error.status), 0.0)
+        metrics.failed(path, error.status)
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return JSONResponse(_error_body(error), status_code=error.status, headers=headers)
 

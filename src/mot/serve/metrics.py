@@ -48,6 +48,11 @@ class Metrics:
             if status == "ok":
                 self.seconds[task] += seconds
 
+    def failed(self, path: str, status: int) -> None:
+        """A request to ``path`` answered with the error ``status``, counted under the task its path
+        names (``/v1/images`` -> images)."""
+        self.finished(path.rsplit("/", 1)[-1] or "page", str(status), 0.0)
+
     def tokens_per_second(self) -> dict:
         """Generated tokens per second of each modality over the last ``window`` seconds."""
         now = time.monotonic()

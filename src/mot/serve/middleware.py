@@ -64,7 +64,7 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, watched)
         except Exception as error:  # noqa: BLE001 - the last resort: answer, keep serving
-            self.metrics.finished(scope["path"].rsplit("/", 1)[-1] or "page", "500", 0.0)
+            self.metrics.failed(scope["path"], 500)
             if not watched.started:
                 await send_error(send, 500, f"the server failed: {type(error).__name__}: {error}", "server_error")
 
