@@ -1,4 +1,5 @@
-"""``mot analyze pca | caption-use | losses``: analyses of trained runs."""
+"""``mot analyze pca | caption-use | losses | fsdp``: analyses of trained runs, and of a model
+trained with FSDP2 beyond one machine."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from rich.console import Console
 from .arguments import add_out, add_run, positive_int
 
 
+def _counts(text: str) -> list:
+    return [positive_int(part) for part in text.split(",") if part]
+
+
 def add_parser(verbs) -> None:
-    analyze = verbs.add_parser("analyze", help="analyses of trained runs: pca, caption-use, losses")
-    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca,caption-use,losses}")
+    analyze = verbs.add_parser("analyze", help="analyses of trained runs (pca, caption-use, losses) and of "
+                                               "FSDP2 at scale (fsdp)")
+    analyses = analyze.add_subparsers(dest="analysis", required=True, metavar="{pca,caption-use,losses,fsdp}")
 
     pca = analyses.add_parser("pca", help="PCA of hidden states per layer, coloured by modality (figure 2b)")
     add_run(pca)
@@ -35,6 +41,24 @@ def add_parser(verbs) -> None:
     add_out(losses, "the PNG file to write", required=True)
     losses.add_argument("--title", default="", help="a title above the panels")
     losses.set_defaults(run=_losses)
+
+    fsdp = analyses.add_parser("fsdp", help="predicted FSDP2 step time of dense, MoT and MoE-4x against GPU count "
+                                            "(bytes each GPU sends, compute, overlap; docs/scaling.md)")
+    fsdp.add_argument("--config", required=True, metavar="MODEL",
+                      help="a model preset (mot config list) or model YAML: its sizes; each architecture sets "
+                           "its own towers and MoE")
+    fsdp.add_argument("--modalities", type=int, choices=[1, 2, 3], default=2, help="2: text + image (default), "
+                                                                                  "3: + speech")
+    fsdp.add_argument("--seq", type=positive_int, default=4096, help="tokens per sequence (default 4096)")
+    fsdp.add_argument("--tokens-per-gpu", type=positive_int, default=8192,
+                      help="tokens each GPU trains on per step (default 8192)")
+    fsdp.add_argument("--gpus", type=_counts, default=[1, 8, 16, 32, 64, 128, 256],
+                      help="GPU counts, comma list (default 1,8,16,32,64,128,256)")
+    add_out(fsdp, "also write the table to this markdown file")
+    fsdp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                      help="the cluster's assumptions (defaults: the paper's A100 nodes), e.g. overlap=0.3 "
+                           "inter_node_gbytes=100 param_bytes=2")
+    fsdp.set_defaults(run=_fsdp)
 
 
 def _default_out(args: argparse.Namespace) -> str:
@@ -62,4 +86,24 @@ def _losses(args: argparse.Namespace, console: Console) -> int:
     from ..eval.plots import plot_runs
 
     console.out(f"wrote {plot_runs(args.runs, args.out, args.title)}")
+    return 0
+
+
+def _fsdp(args: argparse.Namespace, console: Console) -> int:
+    from ..config import load_config
+    from ..presets import resolve_model_config
+    from ..train.bench import MODALITIES, architecture_config
+    from ..train.communication import Cluster, markdown, predict_series
+
+    cluster = load_config(Cluster, None, args.overrides)
+    model = resolve_model_config(args.config)
+    modalities = MODALITIES[:args.modalities]
+    configs = {a: architecture_config(model, a, modalities) for a in ("dense", "mot", "moe4x")}
+    rows = predict_series(configs, args.seq, args.tokens_per_gpu, args.gpus, cluster)
+    text = "\n".join(markdown(f"{args.config}, {', '.join(modalities)}", rows, "dense", cluster, args.seq,
+                              args.tokens_per_gpu)) + "\n"
+    console.out(text)
+    if args.out:
+        Path(args.out).write_text(text)
+        console.out(f"wrote {args.out}")
     return 0

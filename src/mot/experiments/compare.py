@@ -13,10 +13,14 @@
    (``metric_curves.py``); the metrics asked for are checked against the setting before step 1.
 5. Write the report (``report.py``): losses, step matching, plots, samples, metrics over
    training, over seeds (``seeds.py``), ``results.json``.
+
+A series (``series.py``) runs steps 1–5 for each of its points, every point checked in step 1
+before the first one trains, then writes the series' report.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -29,6 +33,7 @@ from .experiment import ExperimentConfig, seeded_recipes
 from .metric_curves import eval_metrics, evaluate_over_training
 from .report import collect_run, step_matching, write_report
 from .seeds import seed_summary
+from .series import point_experiments, write_series_report
 
 
 def router_flops_per_token(config: TrainConfig) -> float:
@@ -64,20 +69,52 @@ def is_finished(config: TrainConfig) -> bool:
     return path is not None and path.name == f"step-{config.steps:08d}"
 
 
-def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
-                log: Callable[[str], None] = print) -> Path:
-    """Train what is not trained yet and write the report; returns the report directory."""
-    from ..train.trainer import Trainer
+@dataclass
+class Plan:
+    """A comparison checked before anything trains: every seed's recipes, resolved against the
+    corpus, their FLOPs and the metrics over training they can be measured by."""
 
+    seeded: Dict[int, Dict[str, TrainConfig]]
+    resolved_by_seed: Dict[int, Dict[str, TrainConfig]]
+    accounting: Dict[str, dict]
+    metrics: Dict[str, list]
+
+
+def plan_compare(experiment: ExperimentConfig, variant: Optional[str] = None) -> Plan:
+    """Every architecture of every seed resolved and checked (an error names what is wrong)."""
     seeded = seeded_recipes(experiment, variant)
-    recipes = next(iter(seeded.values()))  # the recipe's own seed: the report's main tables
-    first = next(iter(recipes.values()))
-    # every architecture of every seed checked against the corpus before the first one trains
     resolved_by_seed = {seed: {label: resolve_recipe(recipe)[0] for label, recipe in by.items()}
                         for seed, by in seeded.items()}
-    resolved = resolved_by_seed[first.seed]
+    resolved = next(iter(resolved_by_seed.values()))  # the recipe's own seed
     accounting = check_flops(resolved, experiment.reference, experiment.flops_matched)
     metrics = {label: eval_metrics(config, experiment.eval.metrics) for label, config in resolved.items()}
+    return Plan(seeded, resolved_by_seed, accounting, metrics)
+
+
+def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
+                log: Callable[[str], None] = print) -> Path:
+    """Train what is not trained yet and write the report (a series: every point's, then the
+    series'); returns the report directory."""
+    if experiment.series.points:
+        points = point_experiments(experiment)
+        plans = {point: plan_compare(e, variant) for point, e in points.items()}  # every point checked first
+        reports = {}
+        for index, (point, point_experiment) in enumerate(points.items(), start=1):
+            log(f"series {experiment.name}: point {index}/{len(points)}, {point}")
+            reports[point] = _run_planned(point_experiment, plans[point], variant, log)
+        report = write_series_report(experiment, reports)
+        log(f"series report: {report / 'report.md'}")
+        return report
+    return _run_planned(experiment, plan_compare(experiment, variant), variant, log)
+
+
+def _run_planned(experiment: ExperimentConfig, plan: Plan, variant: Optional[str],
+                 log: Callable[[str], None]) -> Path:
+    from ..train.trainer import Trainer
+
+    seeded, resolved_by_seed, accounting, metrics = plan.seeded, plan.resolved_by_seed, plan.accounting, plan.metrics
+    recipes = next(iter(seeded.values()))  # the recipe's own seed: the report's main tables
+    first = next(iter(recipes.values()))
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
         f"{first.steps} steps each; FLOPs per token "
         f"{'match' if experiment.flops_matched else 'compared with'} the reference {experiment.reference!r}:")

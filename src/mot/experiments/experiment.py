@@ -17,13 +17,15 @@
       prompts: ["a red circle on a blue background"]
     eval: {every: 200, metrics: [fid, cider]}  # metrics over training (``mot eval``; metric_curves.py)
     seeds: [0, 1, 2]                        # repeat over seeds: step matching as median and range
+    series: {axis: parameters, points: {w64: [model.d_model=64], w128: []}}  # one comparison per point
 
 Every architecture gets the same data order, seed and schedule (only the model differs), and its
 own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/<name>/report``.
 With ``flops_matched: false`` (the paper's "760M MoT vs 1.4B dense" comparison) the FLOPs ratio
 is reported instead of enforced. With ``seeds``, every architecture trains once per seed (initial
 weights and data order): the recipe's own seed in ``runs/<label>``, the others in
-``runs/seed-<seed>/<label>`` (``seeds.py`` summarises them).
+``runs/seed-<seed>/<label>`` (``seeds.py`` summarises them). With ``series``, every point is such a
+comparison in ``out_dir/<name>/<point>`` and ``series.py`` puts them side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..config import ConfigError, check_number, load_config
 from ..runs.recipe import TrainConfig, load_recipe
+from .series import SeriesConfig
 
 #: recipe fields an architecture may not change: what "identical conditions" means
 SHARED_FIELDS = ("data", "optim", "steps", "seed", "log_every", "eval_every", "precision")
@@ -104,6 +107,8 @@ class ExperimentConfig:
     eval: EvalSchedule = field(default_factory=EvalSchedule)
     #: train each architecture once per seed and report over them (empty: the recipe's seed only)
     seeds: List[int] = field(default_factory=list)
+    #: the same comparison at several points along one axis (size, batch, length); none: one comparison
+    series: SeriesConfig = field(default_factory=SeriesConfig)
 
     def __post_init__(self) -> None:
         if not self.architectures:

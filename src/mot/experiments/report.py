@@ -46,10 +46,13 @@ def collect_run(label: str, config: TrainConfig, accounting: dict) -> dict:
                 for modality, loss in losses.items():
                     if loss is not None:
                         valid.setdefault(split, {}).setdefault(modality, []).append([record["step"], loss])
+    environment = read_environment(config.run_dir)
+    data = config.data  # the global batch: every micro-batch of every rank
+    tokens_per_step = data.batch_rows * data.grad_accum * data.seq_len * environment.get("world_size", 1)
     return {"label": label, "run_dir": str(config.run_dir), "setting": config.data.setting, **accounting,
             "training_seconds": spent, "clock": clock,
-            "steps": config.steps, "train": train, "valid": valid,
-            "environment": read_environment(config.run_dir)}
+            "steps": config.steps, "tokens_per_step": tokens_per_step, "train": train, "valid": valid,
+            "environment": environment}
 
 
 def _curves(result: dict, smoothing: float) -> Dict[str, List[list]]:

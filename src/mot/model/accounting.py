@@ -203,6 +203,13 @@ def count_parameters(config: ModelConfig) -> ParameterCounts:
                            latent_path=latent)
 
 
+def block_parameters(config: ModelConfig) -> int:
+    """Parameters inside the transformer blocks (every tower, expert and router); the rest of the
+    model (embedding, final norm, heads, latent path) sits outside them (what FSDP2's root holds)."""
+    final_norms = len(config.groups("norms")) * _norm_params(config, config.d_model)
+    return count_parameters(config).non_embedding - final_norms
+
+
 def flops_per_token(config: ModelConfig, context_length: int) -> FlopCounts:
     """Forward and training FLOPs per token for sequences of ``context_length`` tokens.
 
