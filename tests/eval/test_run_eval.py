@@ -40,6 +40,22 @@ def test_eval_reproduces_the_logged_validation_losses_of_every_checkpoint_exactl
     assert "| loss | valid/text |" in (tmp_path / EVAL_MD).read_text()
 
 
+def test_the_causal_loss_equals_the_loss_without_an_moe_and_differs_with_expert_choice(run, small_corpus,
+                                                                                       tmp_path):
+    """Expert-Choice picks each expert's tokens from the whole batch, later tokens included; routed token
+    by token (as in generation) an MoE-4x model scores differently, a model without an MoE the same."""
+    options = EvalOptions(metrics=["loss", "causal_loss"], splits=["valid"])
+    mot = evaluate_run(run, options, log=quiet, out=tmp_path / "mot")[4]["metrics"]
+    assert mot["causal_loss"] == mot["loss"]
+    Trainer(small_recipe(small_corpus, tmp_path / "runs", steps=2, checkpoint_every=2, name="moe",
+                         architecture="moe4x"), log=quiet).train()
+    moe = evaluate_run(tmp_path / "runs" / "moe", options, log=quiet, out=tmp_path / "moe")[2]["metrics"]
+    for modality in ("text", "image"):
+        loss, causal = moe["loss"]["valid"][modality], moe["causal_loss"]["valid"][modality]
+        assert 0 < causal < 20 and causal != loss
+    assert "| causal_loss | valid/text |" in (tmp_path / "moe" / EVAL_MD).read_text()
+
+
 def test_evaluating_one_checkpoint_keeps_the_numbers_of_the_others(run, tmp_path):
     evaluate_run(run, EvalOptions(checkpoint="all", metrics=["loss"]), log=quiet, out=tmp_path)
     before = read_results(tmp_path)["checkpoints"]
@@ -95,7 +111,7 @@ def test_a_metric_the_setting_cannot_support_is_named_with_the_setting():
         check_metrics(["perplexity"], "transfusion", ["text", "image"])
     with pytest.raises(ConfigError, match="unknown metric 'fidd'"):
         check_metrics(["fidd"], "chameleon", ["text", "image"])
-    assert supported("chameleon", ["text"]) == ["loss"]
+    assert supported("chameleon", ["text"]) == ["loss", "causal_loss"]
     assert check_metrics(["bleu", "loss"], "chameleon", ["text", "image"]) == ["loss", "bleu"]
 
 

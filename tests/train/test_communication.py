@@ -14,7 +14,8 @@ from mot.model.accounting import (block_parameters, count_parameters, paper_moe_
                                   paper_mot_added_params_per_layer)
 from mot.model.transformer import build_model
 from mot.presets import architecture_fields, get_preset
-from mot.train.communication import Cluster, Sharding, bytes_per_step, markdown, predict, predict_series, sharding
+from mot.train.communication import (Cluster, Sharding, bytes_per_step, markdown, predict, predict_series, sharding,
+                                     tokens_to_hide)
 from mot.train.distributed import DistributedContext, shard_model
 
 from tests.helpers import random_batch, tiny_config
@@ -74,7 +75,7 @@ def test_the_papers_sizes_move_their_parameters_and_pay_for_them_only_across_nod
     parts = {label: sharding(c) for label, c in configs.items()}
     assert parts["mot"].total / parts["dense"].total < ratio < parts["mot"].blocks / parts["dense"].blocks
     assert rows["dense"][3].step_seconds < rows["mot"][3].step_seconds < rows["moe4x"][3].step_seconds
-    text = "\n".join(markdown("443M", rows, "dense", cluster, 4096, 8192))
+    text = "\n".join(markdown("443M", configs, rows, "dense", cluster, 4096, 8192))
     assert "| mot | 751M |" in text and "(1.00x)" in text and "256 GPUs" in text
 
 
@@ -88,6 +89,10 @@ def test_the_step_time_hides_what_overlap_allows():
     assert none.step_seconds == pytest.approx(none.compute_seconds + none.communication_seconds)
     assert full.step_seconds == pytest.approx(max(full.compute_seconds, full.communication_seconds))
     assert none.exposed_seconds == pytest.approx(none.communication_seconds)
+    assert tokens_to_hide(model, 4096, 16, Cluster(overlap=0.0)) is None
+    tokens = tokens_to_hide(model, 4096, 16, Cluster(overlap=0.5))  # with that many, nothing is exposed
+    assert predict(model, 4096, round(tokens) + 1, 16, Cluster(overlap=0.5)).exposed_seconds == 0
+    assert predict(model, 4096, round(tokens) - 100, 16, Cluster(overlap=0.5)).exposed_seconds > 0
 
 
 def test_mot_analyze_fsdp_prints_and_writes_the_table(tmp_path, capsys):

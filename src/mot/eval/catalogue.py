@@ -5,6 +5,10 @@ the ones asked for (a metric the run's setting cannot support is an error naming
 metric         what                                                            needs
 =============  ==============================================================  ================
 loss           validation loss per modality, on the trainer's own batches      any run
+causal_loss    the same with every MoE routing each token by itself (top-1     any run
+               token choice, as in generation): Expert-Choice's validation
+               loss without its view of later tokens (equal to ``loss``
+               without an MoE)
 perplexity     conditional perplexity, text <-> image and text <-> speech       discrete tokens
 fid, kid       text -> image: Frechet / kernel distance of generated to real    images
                images, in the corpus's feature network's space
@@ -40,6 +44,7 @@ class Metric:
 
 METRICS = {metric.name: metric for metric in (
     Metric("loss", None),
+    Metric("causal_loss", None),
     Metric("perplexity", None, settings=("chameleon", "chameleon_speech")),
     Metric("fid", "image", generates=True),
     Metric("kid", "image", generates=True),

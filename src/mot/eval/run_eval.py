@@ -127,6 +127,9 @@ def evaluate_checkpoint(run_dir: Path, step: int, config: TrainConfig, corpus: C
         started = time.perf_counter()
         if name == "loss":
             numbers[name] = {split: validation_losses(config, model, corpus, split) for split in splits}
+        elif name == "causal_loss":  # the paper's caveat: Expert-Choice sees later tokens
+            with model.causal_routing():
+                numbers[name] = {split: validation_losses(config, model, corpus, split) for split in splits}
         elif name == "perplexity":
             numbers[name] = {split: conditional_perplexities(config, model, corpus, split, options.pairs)
                              for split in splits}

@@ -77,7 +77,9 @@ def headline(metrics: dict) -> Dict[str, float]:
         for split, numbers in by_split.items():
             if name == "loss":
                 continue
-            if name == "perplexity":
+            if name == "causal_loss":
+                found.update({f"causal_loss {split} {m}": v for m, v in numbers.items()})
+            elif name == "perplexity":
                 found.update({f"perplexity {split} {d}": e["perplexity"] for d, e in numbers.items()})
             elif name == "attributes":
                 # the mean over the attributes: graded where "all at once" is still 0 at small scale

@@ -24,7 +24,7 @@ can change (:class:`Cluster`); :func:`predict` says which ones it used.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..config import ConfigError, ModelConfig, check_number
 from ..model.accounting import block_parameters, count_parameters, flops_per_token
@@ -135,6 +135,16 @@ def predict(config: ModelConfig, seq_len: int, tokens_per_rank: int, ranks: int,
     return Prediction(ranks, parts.total, moved, compute, communication, step)
 
 
+def tokens_to_hide(config: ModelConfig, seq_len: int, ranks: int, cluster: Cluster) -> Optional[float]:
+    """Tokens per GPU per step from which compute hides all of the communication on ``ranks`` GPUs
+    (``comm <= overlap x compute``); ``None`` when nothing overlaps."""
+    if cluster.overlap == 0:
+        return None
+    seconds_per_token = (flops_per_token(config, seq_len).training
+                         / (cluster.peak_tflops * 1e12 * cluster.compute_efficiency))
+    return communication_seconds(config, ranks, cluster) / (cluster.overlap * seconds_per_token)
+
+
 def predict_series(configs: Dict[str, ModelConfig], seq_len: int, tokens_per_rank: int,
                    ranks: Sequence[int], cluster: Cluster) -> Dict[str, List[Prediction]]:
     """:func:`predict` for every architecture at every rank count."""
@@ -142,20 +152,23 @@ def predict_series(configs: Dict[str, ModelConfig], seq_len: int, tokens_per_ran
             for label, config in configs.items()}
 
 
-def markdown(title: str, predictions: Dict[str, List[Prediction]], reference: str, cluster: Cluster,
-             seq_len: int, tokens_per_rank: int) -> List[str]:
-    """A table of predicted step times (and their ratio to the reference's) against GPU count."""
+def markdown(title: str, configs: Dict[str, ModelConfig], predictions: Dict[str, List[Prediction]],
+             reference: str, cluster: Cluster, seq_len: int, tokens_per_rank: int) -> List[str]:
+    """A table of predicted step times (and their ratio to the reference's) against GPU count, and
+    the tokens per GPU each architecture needs for its communication to hide at the most GPUs."""
     ranks = [p.ranks for p in predictions[reference]]
     lines = [f"### {title}", "",
              f"Sequence {seq_len:,}, {tokens_per_rank:,} tokens per GPU per step; "
              + ", ".join(f"{k}={v}" for k, v in asdict(cluster).items()) + ".", "",
              f"| architecture | parameters | GB each GPU sends per step (at {ranks[-1]} GPUs) | "
-             + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in ranks) + " |", "|---|---:|---:|" + "---:|" * len(ranks)]
+             + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in ranks)
+             + f" | tokens/GPU to hide it (at {ranks[-1]} GPUs) |", "|---|---:|---:|" + "---:|" * (len(ranks) + 1)]
     for label, row in predictions.items():
         cells = []
         for prediction, base in zip(row, predictions[reference]):
             ratio = "" if label == reference else f" ({prediction.step_seconds / base.step_seconds:.2f}x)"
             cells.append(f"{1000 * prediction.step_seconds:,.0f} ms{ratio}")
+        hide = tokens_to_hide(configs[label], seq_len, ranks[-1], cluster)
         lines.append(f"| {label} | {row[0].parameters / 1e6:,.0f}M | {row[-1].bytes_per_rank / 1e9:.2f} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + f" | {'never' if hide is None else f'{hide:,.0f}'} |")
     return lines
