@@ -26,6 +26,9 @@ def add_parser(verbs) -> None:
     add_out(pca, "output directory (default RUN/analysis)")
     pca.add_argument("--split", default="valid", help="the corpus split to read (default valid)")
     pca.add_argument("--batches", type=positive_int, default=4, help="validation batches to read (default 4)")
+    pca.add_argument("--checkpoints", metavar="PERCENTS",
+                     help="over training (appendix figure 23): the kept checkpoints nearest these shares of "
+                          "the steps, e.g. 4%%,24%%,50%%,100%% (default: the newest checkpoint alone)")
     pca.set_defaults(run=_pca)
 
     use = analyses.add_parser("caption-use", help="Transfusion: the noise error with an image's own caption, "
@@ -69,6 +72,13 @@ def _pca(args: argparse.Namespace, console: Console) -> int:
     from ..eval.pca import analyze_pca
 
     out = _default_out(args)
+    if args.checkpoints:
+        from ..eval.pca_over_training import analyze_pca_over_training, parse_fractions
+
+        analyze_pca_over_training(args.run_dir, out, parse_fractions(args.checkpoints), split=args.split,
+                                            batches=args.batches, log=console.out)
+        console.out(f"wrote {out}/pca_over_training.png and {out}/pca_over_training.json")
+        return 0
     numbers = analyze_pca(args.run_dir, out, split=args.split, batches=args.batches, log=console.out)
     console.out(f"wrote {out}/pca.png and {out}/pca.json")
     console.out(json.dumps(numbers, indent=1))
