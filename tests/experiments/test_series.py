@@ -78,6 +78,26 @@ def test_the_summary_reads_seed_spreads_and_marks_what_was_not_reached(tmp_path)
     assert "`large`: the experiment as it is" in text
 
 
+@pytest.mark.parametrize("name", ["scaling-size", "scaling-batch", "scaling-length"])
+def test_the_shipped_series_are_flops_controlled_at_every_point(name):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mot.experiments.compare import check_flops
+    from mot.experiments.experiment import load_experiment
+    from mot.runs.resolve import resolve_model
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_experiment(root / f"configs/experiments/{name}.yaml")
+    config = replace(config, recipe=str(root / config.recipe))  # the recipe path is relative to the repository
+    modalities = ["text", "image"] + (["speech"] if "speech" in config.recipe else [])
+    points = point_experiments(config)
+    assert len(points) >= 2
+    for point in points.values():
+        recipes = {label: resolve_model(r, 5603, modalities) for label, r in architecture_recipes(point).items()}
+        assert all(abs(row["flops_ratio"] - 1) < 1e-3 for row in check_flops(recipes, point.reference).values())
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"axis": "width"}, "series.axis='width'"),
     ({"points": {"one": []}}, "at least two points"),
