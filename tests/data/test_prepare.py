@@ -75,6 +75,14 @@ def test_the_same_seed_gives_byte_identical_shards(corpus, tmp_path):
     for name in ("shapescenes-train", "digits-valid"):
         for file in ("tokens.npy", "offsets.npy", "shard.json"):
             assert (tmp_path / "shards" / name / file).read_bytes() == (out / "shards" / name / file).read_bytes()
+    # and the manifests say so, stage by stage
+    from mot.data.prepare.fingerprints import differences, stage_fingerprints
+
+    first, second = (json.loads((d / "manifest.json").read_text()) for d in (out, tmp_path))
+    stages = stage_fingerprints(first)
+    assert set(stages["documents"]) == {"shapescenes/train", "shapescenes/valid", "digits/train", "digits/valid"}
+    assert set(stages["shards"]) == set(first["shards"]) and "text" in stages["tokenizers"]
+    assert stages == stage_fingerprints(second) and differences(first, second) == []
 
 
 def test_long_steps_report_progress_through_log(tmp_path, monkeypatch):

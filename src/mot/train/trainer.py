@@ -36,6 +36,8 @@ from ..model.transformer import MoTModel, build_model
 from ..runs.checkpoints import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from ..runs.recipe import TrainConfig
 from ..runs.resolve import resolve_recipe
+from ..data.prepare.fingerprints import stage_fingerprints
+from ..runs.fingerprints import weights_fingerprint, write_fingerprints
 from ..runs.run_dir import check_run_dir, environment_facts, prepare_run_dir, write_environment
 from ..runs.warm_start import warm_start
 from .distributed import DistributedContext, all_reduce_sum, barrier, init_distributed, shard_model
@@ -249,11 +251,18 @@ class Trainer:
         interval: List[StepResult] = []
         seconds = 0.0  # in training steps only (evaluation and checkpoints excluded from tokens/s)
         last_train, last_valid = {}, {}
+        # where another machine's run of this recipe parts from this one: corpus, initial weights, step 1
+        fingerprinted = self.step == 0 and not self.context.distributed
+        if fingerprinted:
+            write_fingerprints(self.run_dir, {"corpus": stage_fingerprints(self.corpus.manifest),
+                                              "initial_weights": weights_fingerprint(self.model)})
         try:
             while self.step < config.steps:
                 started = time.perf_counter()
                 interval.append(self.train_step())
                 seconds += time.perf_counter() - started
+                if fingerprinted and self.step == 1:
+                    write_fingerprints(self.run_dir, {"weights_after_step_1": weights_fingerprint(self.model)})
                 if interval[-1].skipped:
                     logger.message(f"step {self.step}: loss {interval[-1].loss:.4f} is a spike, update skipped")
                 logger.advance()

@@ -21,9 +21,10 @@ to a temporary name and renamed when complete, so an interrupted run loses nothi
    source with images under ``latent_shards/``. One corpus serves every setting: a text-and-image
    model reads the shards without speech through its own vocabulary (``ShardReader`` translates
    the ids).
-4. **manifest.json** (:mod:`.records`): the config, the vocabulary layouts, the tokenizers'
-   fingerprints and metrics (the feature network's: its held-out accuracy per head), the
-   evaluation sets, every shard's kind and counts per modality (keyed by its path), the skipped
+4. **manifest.json** (:mod:`.records`): the config, the vocabulary layouts, the fingerprints of
+   every source's documents per split (:mod:`.fingerprints`), the tokenizers' fingerprints and
+   metrics (the feature network's: its held-out accuracy per head), the evaluation sets, every
+   shard's kind, counts per modality and fingerprint (keyed by its path), the skipped
    sources, the bad documents skipped from ``jsonl`` corpora (with ``skip_bad``) and each stage's
    time.
 
@@ -50,6 +51,7 @@ from ...tokenizers.vocab import VocabLayout
 from . import streams
 from .config import PrepareConfig, PrepareError
 from .evaluation_sets import FEATURES, evaluation_stage
+from .fingerprints import source_fingerprints
 from .gathering import gather_sources, split_indices, train_images, train_texts
 from .records import MANIFEST, check_same_config, write_json
 from .shard_writing import write_shards
@@ -110,7 +112,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> Path:
                               log)
 
     manifest = {"name": config.name, "config": asdict(config), "vocab": layout.to_dict(),
-                **({"latent": latent} if latent else {}), "tokenizers": tokenizers, "shards": shards,
+                **({"latent": latent} if latent else {}), "documents": source_fingerprints(sources, speech_documents),
+                "tokenizers": tokenizers, "shards": shards,
                 "evaluation": evaluation, "skipped_sources": skipped, "bad_documents": bad_documents,
                 "seconds": timings}
     path = out / MANIFEST

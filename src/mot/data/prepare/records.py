@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from ...tokenizers.fingerprint import fingerprint
 from .config import PrepareConfig, PrepareError
 
 MANIFEST = "manifest.json"
@@ -41,6 +42,7 @@ def check_same_config(out: Path, config: PrepareConfig) -> None:
 
 def shard_entry(directory: Path, kind: str) -> dict:
     """The manifest's entry for the shard in ``directory``: its ``kind`` (``tokens`` or
-    ``latents``) and the counts its ``shard.json`` records."""
+    ``latents``), the counts its ``shard.json`` records and the fingerprint of its files."""
     meta = json.loads((directory / "shard.json").read_text())
-    return {"kind": kind, **{k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")}}
+    return {"kind": kind, **{k: meta[k] for k in ("source", "split", "documents", "tokens", "tokens_per_modality")},
+            "fingerprint": fingerprint(directory)}
