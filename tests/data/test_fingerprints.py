@@ -40,3 +40,16 @@ def test_differences_name_the_first_stage_and_entry_that_differ():
     assert differences(first, second) == ["tokenizers image_vq: dd != xx", "shards shards/digits-train: ee != yy"]
     older = {"tokenizers": first["tokenizers"], "shards": {"shards/digits-train": {"documents": 3}}}
     assert differences(first, older) == []  # a stage an older manifest has no fingerprint for is not compared
+
+
+def test_a_source_given_as_two_keeps_every_split():
+    """ShapeScenes' held-out scenes come as a source of their own name: both sets of splits stay."""
+    from mot.data.prepare.fingerprints import source_fingerprints
+    from mot.data.prepare.gathering import Source
+
+    scenes = [scene(i) for i in range(3)]
+    main = Source("shapescenes", "captioned", scenes, {"train": np.array([0, 1]), "valid": np.array([2])}, 0)
+    heldout = Source("shapescenes", "captioned", scenes[:1], {"heldout": np.array([0])}, 1)
+    found = source_fingerprints([main, heldout], {})
+    assert set(found["shapescenes"]) == {"train", "valid", "heldout"}
+    assert found["shapescenes"]["heldout"] == documents_fingerprint(scenes[:1])

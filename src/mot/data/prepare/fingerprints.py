@@ -45,8 +45,10 @@ def documents_fingerprint(documents: Iterable) -> str:
 def source_fingerprints(sources: List[Source], speech_documents: Dict[str, list]) -> Dict[str, dict]:
     """``{source: {split: fingerprint}}`` of the documents of every split (the synthesized speech
     under ``speech``)."""
-    found = {source.name: {split: documents_fingerprint(source.chosen(split)) for split in source.splits}
-             for source in sources}
+    found: Dict[str, dict] = {}
+    for source in sources:  # a source may come as two (ShapeScenes' held-out scenes are their own)
+        found.setdefault(source.name, {}).update({split: documents_fingerprint(source.chosen(split))
+                                                  for split in source.splits})
     if speech_documents:
         found["speech"] = {split: documents_fingerprint(documents) for split, documents in speech_documents.items()}
     return found
