@@ -14,8 +14,8 @@ from mot.model.accounting import (block_parameters, count_parameters, paper_moe_
                                   paper_mot_added_params_per_layer)
 from mot.model.transformer import build_model
 from mot.presets import architecture_fields, get_preset
-from mot.train.communication import (Cluster, Sharding, bytes_per_step, markdown, predict, predict_series, sharding,
-                                     tokens_to_hide)
+from mot.train.communication import (Cluster, Sharding, bytes_per_step, collectives_per_step, counting_sent_bytes,
+                                     markdown, predict, predict_series, sharding, tokens_to_hide)
 from mot.train.distributed import DistributedContext, shard_model
 
 from tests.helpers import random_batch, tiny_config
@@ -119,52 +119,19 @@ def test_bad_cluster_assumptions_are_named(fields, message):
 
 # ------------------------------------------------- against what FSDP2 sends on 2 gloo ranks --
 
-#: the collectives FSDP2 calls (named differently across torch versions), all ``(output, input, ...)``;
-#: the whole tensor is an all-gather's output and a reduce-scatter's input
-GATHERS = ("all_gather_single", "all_gather_into_tensor")
-SCATTERS = ("reduce_scatter_single", "reduce_scatter_tensor")
-
-
-def _count_sent_bytes(counter):
-    """Wrap the collectives to add the bytes each rank sends, ``(N - 1) / N`` of the whole tensor,
-    to ``counter[0]`` (once per call, should one collective call another)."""
-    world = dist.get_world_size()
-    inside = [False]
-    for name in GATHERS + SCATTERS:
-        original = getattr(dist, name, None)
-        if original is None:
-            continue
-
-        def counting(*args, _original=original, _gather=name in GATHERS, **kwargs):
-            if inside[0]:
-                return _original(*args, **kwargs)
-            whole = (kwargs.get("output_tensor", args[0] if args else None) if _gather
-                     else kwargs.get("input", args[1] if len(args) > 1 else None))
-            counter[0] += whole.numel() * whole.element_size() * (world - 1) / world
-            inside[0] = True
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                inside[0] = False
-
-        setattr(dist, name, counting)
-
-
 def _worker(rank, port, architectures, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         sent = {}
-        counter = [0.0]
-        _count_sent_bytes(counter)
         for architecture in architectures:
             torch.manual_seed(0)
             model = shard_model(build_model(config(architecture)), DistributedContext(rank, 2, torch.device("cpu")))
             tokens, modalities = random_batch(config(architecture), batch=2, length=16, seed=rank)
-            counter[0] = 0.0
-            model(tokens, modalities).logits.float().sum().backward()
-            sent[architecture] = counter[0]
+            with counting_sent_bytes() as counter:
+                model(tokens, modalities).logits.float().sum().backward()
+            sent[architecture] = (counter.bytes, counter.collectives)
             dist.barrier()
         if rank == 0:
             torch.save(sent, out)
@@ -182,5 +149,7 @@ def test_the_bytes_are_what_fsdp2_sends_in_a_training_step(tmp_path):
     sent = torch.load(tmp_path / "sent.pt")
     for architecture in architectures:
         predicted = bytes_per_step(sharding(config(architecture)), 2)
+        counted, collectives = sent[architecture]
         # FSDP2 pads each parameter's first dimension to a multiple of the rank count: a few rows at most
-        assert sent[architecture] == pytest.approx(predicted, rel=0.01), architecture
+        assert counted == pytest.approx(predicted, rel=0.01), architecture
+        assert collectives == collectives_per_step(config(architecture)), architecture

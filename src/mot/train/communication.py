@@ -23,8 +23,9 @@ can change (:class:`Cluster`); :func:`predict` says which ones it used.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..config import ConfigError, ModelConfig, check_number
 from ..model.accounting import block_parameters, count_parameters, flops_per_token
@@ -172,3 +173,55 @@ def markdown(title: str, configs: Dict[str, ModelConfig], predictions: Dict[str,
         lines.append(f"| {label} | {row[0].parameters / 1e6:,.0f}M | {row[-1].bytes_per_rank / 1e9:.2f} | "
                      + " | ".join(cells) + f" | {'never' if hide is None else f'{hide:,.0f}'} |")
     return lines
+
+
+# ------------------------------------------------------ what FSDP2 actually sends, measured --
+
+#: the collectives FSDP2 calls (named differently across torch versions), all ``(output, input, ...)``;
+#: the whole tensor is an all-gather's output and a reduce-scatter's input
+GATHERS = ("all_gather_single", "all_gather_into_tensor")
+SCATTERS = ("reduce_scatter_single", "reduce_scatter_tensor")
+
+
+class SentBytes:
+    """Bytes this rank sent through all-gathers and reduce-scatters while counting."""
+
+    def __init__(self) -> None:
+        self.bytes = 0.0
+        self.collectives = 0
+
+
+@contextmanager
+def counting_sent_bytes() -> Iterator[SentBytes]:
+    """While inside, every all-gather and reduce-scatter of ``torch.distributed`` adds the bytes this
+    rank sends in a ring, ``(N - 1) / N`` of the whole tensor, to the yielded counter (once per call,
+    should one collective call another). Needs an initialised process group."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    counter, inside, originals = SentBytes(), [False], {}
+    for name in GATHERS + SCATTERS:
+        original = getattr(dist, name, None)
+        if original is None:
+            continue
+
+        def counting(*args, _original=original, _gather=name in GATHERS, **kwargs):
+            if inside[0]:
+                return _original(*args, **kwargs)
+            whole = (kwargs.get("output_tensor", args[0] if args else None) if _gather
+                     else kwargs.get("input", args[1] if len(args) > 1 else None))
+            counter.bytes += whole.numel() * whole.element_size() * (world - 1) / world
+            counter.collectives += 1
+            inside[0] = True
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                inside[0] = False
+
+        originals[name] = original
+        setattr(dist, name, counting)
+    try:
+        yield counter
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
