@@ -6,7 +6,7 @@ import pytest
 
 from mot.cli import main
 from mot.config import ConfigError
-from mot.eval.pca import hidden_states_by_modality, modality_separation
+from mot.eval.pca import first_batches, hidden_states_by_modality, modality_separation
 from mot.eval.pca_over_training import analyze_pca_over_training, chosen_layers, nearest_steps, parse_fractions
 from mot.runs.model import load_run_model
 from mot.train.trainer import Trainer
@@ -51,14 +51,8 @@ def test_every_checkpoint_is_projected_on_the_same_tokens(small_corpus, tmp_path
     assert [(c["fraction"], c["step"]) for c in result["checkpoints"]] == [(0.3, 2), (0.7, 4), (1.0, 6)]
     assert result["steps_total"] == 6
     # the numbers of step 4 are those of its model on the same batches (the analysis reads from the start)
-    from mot.data.settings import open_corpus
-
     config, model = load_run_model(run, quiet, 4)
-    data = config.data
-    loader = open_corpus(data.corpus).loader(data.setting, "valid", seq_len=data.seq_len, batch_rows=data.batch_rows,
-                                             modality_tower_index=config.model.modality_tower_index, seed=config.seed,
-                                             weights=data.weights, latent_patch_size=config.model.latent.patch_size)
-    states = hidden_states_by_modality(model, [next(loader) for _ in range(2)])
+    states = hidden_states_by_modality(model, first_batches(config, "valid", 2))
     expected = modality_separation({layer: states[layer] for layer in (1, 2)})
     assert result["checkpoints"][1]["separation"] == {"layer 1": expected[1], "layer 2": expected[2]}
 

@@ -125,6 +125,16 @@ def modality_separation(states: Dict[int, Dict[str, np.ndarray]]) -> Dict[int, f
     return separation
 
 
+def first_batches(config, split: str, batches: int) -> list:
+    """The first ``batches`` batches of ``split`` a run's loader gives (its validation reads these)."""
+    data = config.data
+    loader = open_corpus(data.corpus).loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
+                                             modality_tower_index=config.model.modality_tower_index,
+                                             seed=config.seed, weights=data.weights,
+                                             latent_patch_size=config.model.latent.patch_size)
+    return [next(loader) for _ in range(batches)]
+
+
 def layer_name(layer: int) -> str:
     """``embeddings`` for layer 0, else ``layer i``."""
     return "embeddings" if layer == 0 else f"layer {layer}"
@@ -165,13 +175,7 @@ def analyze_pca(run_dir: str | Path, out_dir: str | Path, split: str = "valid", 
     if batches < 1:
         raise ValueError(f"batches={batches}: expected at least 1")
     config, model = load_run_model(run_dir, log)
-    data = config.data
-    # the batches the trainer's validation reads, from the start of the split
-    loader = open_corpus(data.corpus).loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
-                                             modality_tower_index=config.model.modality_tower_index,
-                                             seed=config.seed, weights=data.weights,
-                                             latent_patch_size=config.model.latent.patch_size)
-    states = hidden_states_by_modality(model, [next(loader) for _ in range(batches)])
+    states = hidden_states_by_modality(model, first_batches(config, split, batches))
     separation = modality_separation(states)
     projections = project(states)
     result = {

@@ -17,10 +17,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..data.settings import open_corpus
 from ..io.figures import save_figure
 from ..runs.model import load_run_model, run_checkpoints
-from .pca import SEPARATION_METRIC, hidden_states_by_modality, layer_name, modality_separation, project
+from .pca import (SEPARATION_METRIC, first_batches, hidden_states_by_modality, layer_name, modality_separation,
+                  project)
 
 #: the paper's checkpoints, as fractions of training
 PAPER_FRACTIONS = (0.04, 0.24, 0.5, 1.0)
@@ -62,12 +62,7 @@ def analyze_pca_over_training(run_dir: str | Path, out_dir: str | Path, fraction
         raise ValueError(f"batches={batches}: expected at least 1")
     config, checkpoints = run_checkpoints(run_dir)
     steps = nearest_steps(checkpoints.steps(), config.steps, fractions)
-    data = config.data
-    loader = open_corpus(data.corpus).loader(data.setting, split, seq_len=data.seq_len, batch_rows=data.batch_rows,
-                                             modality_tower_index=config.model.modality_tower_index,
-                                             seed=config.seed, weights=data.weights,
-                                             latent_patch_size=config.model.latent.patch_size)
-    read = [next(loader) for _ in range(batches)]  # the same batches (and tokens) at every checkpoint
+    read = first_batches(config, split, batches)  # the same batches (and tokens) at every checkpoint
     layers = chosen_layers(config.model.n_layers)
     states, separation = {}, {}
     for fraction, step in steps.items():
