@@ -173,6 +173,8 @@ def series_plot(summary: dict, out: Path) -> Optional[Path]:
         axis.axhline(1.0, ls=":", color="grey", label=f"{summary['reference']} (100%)")
         axis.set(title=curve, xlabel=AXES[summary["axis"]][0], ylabel="share of reference's steps",
                  xscale="log", ylim=(0, ceiling * 1.05))
+        ticks = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, ceiling]
+        axis.set_yticks(ticks, [f"{t:.0%}" for t in ticks[:-1]] + ["not\nreached"])
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return save_figure(figure, out, dpi=100)
