@@ -60,8 +60,8 @@ class SeriesConfig:
 
 
 def point_experiments(experiment) -> Dict[str, object]:
-    """Every point's comparison: the experiment with the point's overrides added, named after the
-    point and placed under the series' directory."""
+    """Every point's comparison (an ``ExperimentConfig``, which imports this module): the experiment
+    with the point's overrides added, named after the point and placed under the series' directory."""
     return {point: replace(experiment, name=point, out_dir=str(experiment.directory),
                            overrides=list(experiment.overrides) + list(overrides), series=SeriesConfig())
             for point, overrides in experiment.series.points.items()}
@@ -81,8 +81,9 @@ def _share(results: dict, label: str, curve: str, key: str) -> dict:
 
 
 def series_summary(axis: str, results_by_point: Dict[str, dict]) -> dict:
-    """``{"axis", "points": {point: {"x", "step_matching": {label: {curve: share}}, "seconds_matching": ...,
-    "final": {label: {curve: loss}}}}}`` from every point's ``results.json``."""
+    """``{"axis", "reference", "points": {point: {"x", "step_matching": {label: {curve: share}},
+    "seconds_matching": ..., "training_minutes": {label: minutes}}}}`` from every point's
+    ``results.json`` (a share as :func:`_share` gives it)."""
     _, read = AXES[axis]
     points = {}
     for point, results in results_by_point.items():
