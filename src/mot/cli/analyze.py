@@ -76,7 +76,7 @@ def _pca(args: argparse.Namespace, console: Console) -> int:
         from ..eval.pca_over_training import analyze_pca_over_training, parse_fractions
 
         analyze_pca_over_training(args.run_dir, out, parse_fractions(args.checkpoints), split=args.split,
-                                            batches=args.batches, log=console.out)
+                                  batches=args.batches, log=console.out)
         console.out(f"wrote {out}/pca_over_training.png and {out}/pca_over_training.json")
         return 0
     numbers = analyze_pca(args.run_dir, out, split=args.split, batches=args.batches, log=console.out)
