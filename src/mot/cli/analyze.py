@@ -110,7 +110,7 @@ def _fsdp(args: argparse.Namespace, console: Console) -> int:
     modalities = MODALITIES[:args.modalities]
     configs = {a: architecture_config(model, a, modalities) for a in ("dense", "mot", "moe4x")}
     rows = predict_series(configs, args.seq, args.tokens_per_gpu, args.gpus, cluster)
-    text = "\n".join(markdown(f"{args.config}, {', '.join(modalities)}", configs, rows, "dense", cluster, args.seq,
+    text = "\n".join(markdown(f"{args.config}, {', '.join(modalities)}", rows, "dense", cluster, args.seq,
                               args.tokens_per_gpu)) + "\n"
     console.out(text)
     if args.out:

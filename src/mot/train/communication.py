@@ -101,14 +101,6 @@ def collectives_per_step(config: ModelConfig) -> int:
     return 3 * config.n_layers + 2
 
 
-def communication_seconds(config: ModelConfig, ranks: int, cluster: Cluster) -> float:
-    """Seconds a rank spends in FSDP2's collectives per step, none hidden (0 alone)."""
-    if ranks == 1:
-        return 0.0
-    moved = bytes_per_step(sharding(config), ranks, cluster.param_bytes, cluster.grad_bytes)
-    return moved / cluster.bandwidth(ranks) + collectives_per_step(config) * cluster.latency_us * 1e-6
-
-
 @dataclass
 class Prediction:
     """One architecture's predicted step at one rank count."""
@@ -119,6 +111,9 @@ class Prediction:
     compute_seconds: float
     communication_seconds: float
     step_seconds: float
+    #: tokens per GPU per step from which compute hides all of the communication
+    #: (``comm <= overlap x compute``); ``None`` when nothing overlaps
+    tokens_to_hide: Optional[float]
 
     @property
     def exposed_seconds(self) -> float:
@@ -128,22 +123,15 @@ class Prediction:
 def predict(config: ModelConfig, seq_len: int, tokens_per_rank: int, ranks: int, cluster: Cluster) -> Prediction:
     """The step time of ``config`` on ``ranks`` GPUs with ``tokens_per_rank`` tokens each."""
     parts = sharding(config)
-    compute = (flops_per_token(config, seq_len).training * tokens_per_rank
-               / (cluster.peak_tflops * 1e12 * cluster.compute_efficiency))
-    moved = bytes_per_step(parts, ranks, cluster.param_bytes, cluster.grad_bytes)
-    communication = communication_seconds(config, ranks, cluster)
-    step = compute + max(0.0, communication - cluster.overlap * compute)
-    return Prediction(ranks, parts.total, moved, compute, communication, step)
-
-
-def tokens_to_hide(config: ModelConfig, seq_len: int, ranks: int, cluster: Cluster) -> Optional[float]:
-    """Tokens per GPU per step from which compute hides all of the communication on ``ranks`` GPUs
-    (``comm <= overlap x compute``); ``None`` when nothing overlaps."""
-    if cluster.overlap == 0:
-        return None
     seconds_per_token = (flops_per_token(config, seq_len).training
                          / (cluster.peak_tflops * 1e12 * cluster.compute_efficiency))
-    return communication_seconds(config, ranks, cluster) / (cluster.overlap * seconds_per_token)
+    compute = seconds_per_token * tokens_per_rank
+    moved = bytes_per_step(parts, ranks, cluster.param_bytes, cluster.grad_bytes)
+    communication = 0.0 if ranks == 1 else (moved / cluster.bandwidth(ranks)
+                                            + collectives_per_step(config) * cluster.latency_us * 1e-6)
+    step = compute + max(0.0, communication - cluster.overlap * compute)
+    hide = None if cluster.overlap == 0 else communication / (cluster.overlap * seconds_per_token)
+    return Prediction(ranks, parts.total, moved, compute, communication, step, hide)
 
 
 def predict_series(configs: Dict[str, ModelConfig], seq_len: int, tokens_per_rank: int,
@@ -153,8 +141,8 @@ def predict_series(configs: Dict[str, ModelConfig], seq_len: int, tokens_per_ran
             for label, config in configs.items()}
 
 
-def markdown(title: str, configs: Dict[str, ModelConfig], predictions: Dict[str, List[Prediction]],
-             reference: str, cluster: Cluster, seq_len: int, tokens_per_rank: int) -> List[str]:
+def markdown(title: str, predictions: Dict[str, List[Prediction]], reference: str, cluster: Cluster,
+             seq_len: int, tokens_per_rank: int) -> List[str]:
     """A table of predicted step times (and their ratio to the reference's) against GPU count, and
     the tokens per GPU each architecture needs for its communication to hide at the most GPUs."""
     ranks = [p.ranks for p in predictions[reference]]
@@ -169,7 +157,7 @@ def markdown(title: str, configs: Dict[str, ModelConfig], predictions: Dict[str,
         for prediction, base in zip(row, predictions[reference]):
             ratio = "" if label == reference else f" ({prediction.step_seconds / base.step_seconds:.2f}x)"
             cells.append(f"{1000 * prediction.step_seconds:,.0f} ms{ratio}")
-        hide = tokens_to_hide(configs[label], seq_len, ranks[-1], cluster)
+        hide = row[-1].tokens_to_hide
         lines.append(f"| {label} | {row[0].parameters / 1e6:,.0f}M | {row[-1].bytes_per_rank / 1e9:.2f} | "
                      + " | ".join(cells) + f" | {'never' if hide is None else f'{hide:,.0f}'} |")
     return lines
