@@ -100,6 +100,11 @@ def project(states: Dict[int, Dict[str, np.ndarray]]) -> Dict[int, Projection]:
 
 
 def modality_separation(states: Dict[int, Dict[str, np.ndarray]]) -> Dict[int, float]:
+    """``{layer: separation}`` of the states (:func:`projection_separation` of their :func:`project`)."""
+    return projection_separation(project(states))
+
+
+def projection_separation(projections: Dict[int, Projection]) -> Dict[int, float]:
     """``{layer: separation}``: see :data:`SEPARATION_METRIC`.
 
     Measured on the 2 components the figure shows, so the number describes the figure, and
@@ -112,7 +117,7 @@ def modality_separation(states: Dict[int, Dict[str, np.ndarray]]) -> Dict[int, f
     from sklearn.preprocessing import StandardScaler
 
     separation = {}
-    for layer, projection in project(states).items():
+    for layer, projection in projections.items():
         counts = {m: len(p) for m, p in projection.points.items()}
         if len(counts) < 2 or min(counts.values()) < 2:
             raise ValueError(f"layer {layer}: tokens per modality {counts}; separation needs at least 2 "
@@ -140,28 +145,42 @@ def layer_name(layer: int) -> str:
     return "embeddings" if layer == 0 else f"layer {layer}"
 
 
+def modality_colours(projections: Iterable[Projection]) -> Dict[str, str]:
+    """A colour per modality, the same in every panel of a figure."""
+    modalities = dict.fromkeys(m for projection in projections for m in projection.points)
+    return {m: f"C{i}" for i, m in enumerate(modalities)}
+
+
+def draw_projection(axis, projection: Projection, colours: Dict[str, str], title: str) -> None:
+    """One panel: each modality's points in its colour, no ticks (the axes are PCA's)."""
+    for modality, points in projection.points.items():
+        axis.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, color=colours[modality], label=modality)
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
 def pca_figure(states: Dict[int, Dict[str, np.ndarray]], out_png: str | Path, title: str) -> Path:
     """One panel per layer (a grid, 4 wide), each modality's points in its own colour; returns ``out_png``."""
+    return projection_figure(project(states), out_png, title)
+
+
+def projection_figure(projections: Dict[int, Projection], out_png: str | Path, title: str) -> Path:
+    """:func:`pca_figure` of projections made already."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    projections = project(states)
-    modalities = list(dict.fromkeys(m for projection in projections.values() for m in projection.points))
-    colours = {m: f"C{i}" for i, m in enumerate(modalities)}  # the same colour in every panel
+    colours = modality_colours(projections.values())
     columns = min(4, len(projections))
     rows = math.ceil(len(projections) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
     for axis in axes.flat[len(projections):]:
         axis.axis("off")
     for axis, (layer, projection) in zip(axes.flat, sorted(projections.items())):
-        for modality, points in projection.points.items():
-            axis.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, color=colours[modality], label=modality)
         first, second = projection.explained_variance
-        axis.set_title(f"{layer_name(layer)} (PC1 {first:.0%}, PC2 {second:.0%})", fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
+        draw_projection(axis, projection, colours, f"{layer_name(layer)} (PC1 {first:.0%}, PC2 {second:.0%})")
     axes.flat[0].legend(fontsize=8, markerscale=3)
     figure.suptitle(title)
     return save_figure(figure, out_png)
@@ -176,8 +195,8 @@ def analyze_pca(run_dir: str | Path, out_dir: str | Path, split: str = "valid", 
         raise ValueError(f"batches={batches}: expected at least 1")
     config, model = load_run_model(run_dir, log)
     states = hidden_states_by_modality(model, first_batches(config, split, batches))
-    separation = modality_separation(states)
-    projections = project(states)
+    projections = project(states)  # fitted once: for the numbers and the figure
+    separation = projection_separation(projections)
     result = {
         "run": str(run_dir),
         "split": split,
@@ -188,6 +207,6 @@ def analyze_pca(run_dir: str | Path, out_dir: str | Path, split: str = "valid", 
                    for layer in sorted(states)],
     }
     out_dir = Path(out_dir)
-    pca_figure(states, out_dir / "pca.png", f"{Path(run_dir).name}: hidden states by modality ({split})")
+    projection_figure(projections, out_dir / "pca.png", f"{Path(run_dir).name}: hidden states by modality ({split})")
     (out_dir / "pca.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

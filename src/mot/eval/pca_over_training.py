@@ -1,7 +1,7 @@
 """The paper's appendix Figure 23: the PCA of Figure 2b at several points of training (4%, 24%,
 50%, 100% of the steps) and several layers. The paper finds the modalities in distinct regions at
 every checkpoint, early ones included; :func:`analyze_pca_over_training` draws the grid and puts
-the separation (``pca.modality_separation``) of each checkpoint and layer in ``pca_over_training.json``.
+the separation (``pca.projection_separation``) of each checkpoint and layer in ``pca_over_training.json``.
 
 The same batches and the same tokens are projected at every checkpoint. A fraction of training
 names the kept checkpoint nearest to it (a run keeps its last few and every ``keep_every``-th):
@@ -14,13 +14,11 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import numpy as np
-
 from ..config import ConfigError
 from ..io.figures import save_figure
 from ..runs.model import load_run_model, run_checkpoints
-from .pca import (SEPARATION_METRIC, first_batches, hidden_states_by_modality, layer_name, modality_separation,
-                  project)
+from .pca import (SEPARATION_METRIC, Projection, draw_projection, first_batches, hidden_states_by_modality,
+                  layer_name, modality_colours, project, projection_separation)
 
 #: the paper's checkpoints, as fractions of training
 PAPER_FRACTIONS = (0.04, 0.24, 0.5, 1.0)
@@ -64,47 +62,40 @@ def analyze_pca_over_training(run_dir: str | Path, out_dir: str | Path, fraction
     steps = nearest_steps(checkpoints.steps(), config.steps, fractions)
     read = first_batches(config, split, batches)  # the same batches (and tokens) at every checkpoint
     layers = chosen_layers(config.model.n_layers)
-    states, separation = {}, {}
+    projections, separation = {}, {}  # by step: each checkpoint's PCA, fitted once
     for fraction, step in steps.items():
-        if step in states:
+        if step in projections:
             continue
         _, model = load_run_model(run_dir, log, step)
         every = hidden_states_by_modality(model, read)
-        states[step] = {layer: every[layer] for layer in layers}
-        separation[step] = modality_separation(states[step])
+        projections[step] = project({layer: every[layer] for layer in layers})
+        separation[step] = projection_separation(projections[step])
         log(f"step {step}: separation " + ", ".join(f"{layer_name(l)} {separation[step][l]:.2f}" for l in layers))
     result = {"run": str(run_dir), "split": split, "steps_total": config.steps, "separation_metric": SEPARATION_METRIC,
               "checkpoints": [{"fraction": f, "step": s, "separation": {layer_name(l): separation[s][l] for l in layers}}
                               for f, s in steps.items()]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _figure(states, steps, config.steps, out_dir / "pca_over_training.png",
+    _figure(projections, config.steps, out_dir / "pca_over_training.png",
             f"{Path(run_dir).name}: hidden states by modality over training ({split})")
     (out_dir / "pca_over_training.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def _figure(states: Dict[int, Dict[int, Dict[str, np.ndarray]]], steps: Dict[float, int], total: int,
-            out_png: Path, title: str) -> Path:
+def _figure(projections: Dict[int, Dict[int, Projection]], total: int, out_png: Path, title: str) -> Path:
     """A row per checkpoint, a column per layer, each modality in its own colour in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(dict.fromkeys(steps.values()))
-    layers = sorted(next(iter(states.values())))
-    modalities = list(dict.fromkeys(m for by in states.values() for layer in by.values() for m in layer))
-    colours = {m: f"C{i}" for i, m in enumerate(modalities)}
-    figure, axes = plt.subplots(len(rows), len(layers), figsize=(3.2 * len(layers), 3.0 * len(rows)), squeeze=False)
-    for row, step in zip(axes, rows):
-        projections = project(states[step])
+    layers = sorted(next(iter(projections.values())))
+    colours = modality_colours(p for by_layer in projections.values() for p in by_layer.values())
+    figure, axes = plt.subplots(len(projections), len(layers), figsize=(3.2 * len(layers), 3.0 * len(projections)),
+                                squeeze=False)
+    for row, (step, by_layer) in zip(axes, projections.items()):
         for axis, layer in zip(row, layers):
-            for modality, points in projections[layer].points.items():
-                axis.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, color=colours[modality], label=modality)
-            axis.set_title(f"step {step} ({step / total:.0%}), {layer_name(layer)}", fontsize=9)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            draw_projection(axis, by_layer[layer], colours, f"step {step} ({step / total:.0%}), {layer_name(layer)}")
     axes[0][0].legend(fontsize=8, markerscale=3)
     figure.suptitle(title)
     return save_figure(figure, out_png)
