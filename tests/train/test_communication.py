@@ -16,16 +16,16 @@ from mot.model.transformer import build_model
 from mot.presets import architecture_fields, get_preset
 from mot.train.communication import (Cluster, Sharding, bytes_per_step, collectives_per_step, counting_sent_bytes,
                                      markdown, predict, predict_series, sharding)
-
-
-def tokens_to_hide(model, seq_len, ranks, cluster):
-    """What :func:`predict` says of the tokens that hide the communication (tokens per GPU do not change it)."""
-    return predict(model, seq_len, 1, ranks, cluster).tokens_to_hide
 from mot.train.distributed import DistributedContext, shard_model
 
 from tests.helpers import random_batch, tiny_config
 
 TWO = ["text", "image"]
+
+
+def tokens_to_hide(model, seq_len, ranks, cluster):
+    """What :func:`predict` says of the tokens that hide the communication (tokens per GPU do not change it)."""
+    return predict(model, seq_len, 1, ranks, cluster).tokens_to_hide
 
 
 def config(architecture, d=32, **fields):
