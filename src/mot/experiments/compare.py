@@ -16,13 +16,19 @@
 
 A series (``series.py``) runs steps 1–5 for each of its points, every point checked in step 1
 before the first one trains, then writes the series' report.
+
+With ``report_only`` (``mot compare --report-only``) steps 2–4 are skipped: the report covers the
+runs that have finished (a seed counts where its reference has; a series point where its first
+seed's reference has), names the ones that have not, reads the metrics over training already
+measured and draws no samples. A report mid-way through a long series, or on a machine that
+should not train.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..config import ConfigError
 from ..model.accounting import count_parameters, flops_per_token
@@ -91,29 +97,104 @@ def plan_compare(experiment: ExperimentConfig, variant: Optional[str] = None) ->
     return Plan(seeded, resolved_by_seed, accounting, metrics)
 
 
+def reportable(plan: Plan, reference: str) -> bool:
+    """Whether a report can be written without training: the first seed's reference has finished."""
+    return is_finished(next(iter(plan.resolved_by_seed.values()))[reference])
+
+
 def run_compare(experiment: ExperimentConfig, variant: Optional[str] = None,
-                log: Callable[[str], None] = print) -> Path:
+                log: Callable[[str], None] = print, report_only: bool = False) -> Path:
     """Train what is not trained yet and write the report (a series: every point's, then the
-    series'); returns the report directory."""
+    series'); returns the report directory. ``report_only``: train nothing, report what has finished."""
     if experiment.series.points:
         points = point_experiments(experiment)
         plans = {point: plan_compare(e, variant) for point, e in points.items()}  # every point checked first
+        if report_only:
+            waiting = [point for point in points if not reportable(plans[point], experiment.reference)]
+            for point in waiting:
+                log(f"series {experiment.name}: point {point} left out, its reference has not finished")
+            points = {point: e for point, e in points.items() if point not in waiting}
+            if not points:
+                raise ConfigError(f"--report-only: no point of series {experiment.name!r} has a finished reference "
+                                  f"{experiment.reference!r} yet; nothing to report")
         reports = {}
         for index, (point, point_experiment) in enumerate(points.items(), start=1):
             log(f"series {experiment.name}: point {index}/{len(points)}, {point}")
-            reports[point] = _run_planned(point_experiment, plans[point], variant, log)
+            reports[point] = _run_planned(point_experiment, plans[point], variant, log, report_only)
         report = write_series_report(experiment, reports)
         log(f"series report: {report / 'report.md'}")
         return report
-    return _run_planned(experiment, plan_compare(experiment, variant), variant, log)
+    return _run_planned(experiment, plan_compare(experiment, variant), variant, log, report_only)
+
+
+def _finished_runs(plan: Plan, reference: str, log: Callable[[str], None]) -> Tuple[Dict[int, Dict[str, TrainConfig]],
+                                                                                     List[str]]:
+    """The finished runs of every seed whose reference has finished, and the names of those left out."""
+    finished, missing = {}, []
+    many = len(plan.resolved_by_seed) > 1
+    for seed, by in plan.resolved_by_seed.items():
+        done = {label: config for label, config in by.items() if is_finished(config)}
+        left = [f"{label} (seed {seed})" if many else label for label in by if label not in done]
+        if reference not in done:  # nothing of that seed can be compared
+            left = [f"seed {seed} (its {reference!r} has not finished)"]
+        else:
+            finished[seed] = done
+        missing += left
+    for name in missing:
+        log(f"not trained yet, left out of the report: {name}")
+    return finished, missing
 
 
 def _run_planned(experiment: ExperimentConfig, plan: Plan, variant: Optional[str],
-                 log: Callable[[str], None]) -> Path:
+                 log: Callable[[str], None], report_only: bool = False) -> Path:
+    seeded, accounting, metrics = plan.seeded, plan.accounting, plan.metrics
+    recipes = next(iter(seeded.values()))  # the recipe's own seed: the report's main tables
+    first = next(iter(recipes.values()))
+    if report_only:
+        if not reportable(plan, experiment.reference):
+            raise ConfigError(f"--report-only: the reference {experiment.reference!r} has not finished training "
+                              f"({recipes[experiment.reference].run_dir}); nothing to compare against yet")
+        resolved_by_seed, missing = _finished_runs(plan, experiment.reference, log)
+        recipes = {label: recipe for label, recipe in recipes.items() if label in resolved_by_seed[first.seed]}
+    else:
+        _train(plan, experiment, log)
+        resolved_by_seed, missing = plan.resolved_by_seed, []
+    by_seed = {seed: {label: collect_run(label, config, accounting[label]) for label, config in by.items()}
+               for seed, by in resolved_by_seed.items()}
+    results = by_seed[first.seed]
+    seeds = None
+    if len(by_seed) > 1:
+        matching = {seed: step_matching(r, experiment.reference, experiment.smoothing) for seed, r in by_seed.items()}
+        seeds = seed_summary(matching, by_seed, experiment.reference)
+    samples = None
+    drawn = experiment.samples.prompts or experiment.samples.scored
+    if first.data.setting == "transfusion" and drawn and report_only:
+        log("samples not drawn (--report-only)")
+    elif first.data.setting == "transfusion" and drawn:
+        from ..generate.pipeline import TransfusionPipeline
+        from .samples import draw_samples
+
+        pipelines = {label: TransfusionPipeline.from_run(recipe.run_dir, log=lambda _: None)
+                     for label, recipe in recipes.items()}
+        directory = experiment.directory / "report"
+        directory.mkdir(parents=True, exist_ok=True)
+        samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
+    over_training = None
+    if experiment.eval.every:
+        if not report_only:  # --report-only reads what was measured
+            evaluate_over_training(recipes, metrics, experiment.eval, log)
+        over_training = {label: recipe.run_dir for label, recipe in recipes.items()}
+    report = write_report(experiment, results, variant, samples, over_training, seeds, missing)
+    log(f"report: {report / 'report.md'}")
+    return report
+
+
+def _train(plan: Plan, experiment: ExperimentConfig, log: Callable[[str], None]) -> None:
+    """Train every run of the plan that has not finished (resuming an interrupted one)."""
     from ..train.trainer import Trainer
 
-    seeded, resolved_by_seed, accounting, metrics = plan.seeded, plan.resolved_by_seed, plan.accounting, plan.metrics
-    recipes = next(iter(seeded.values()))  # the recipe's own seed: the report's main tables
+    seeded, accounting = plan.seeded, plan.accounting
+    recipes = next(iter(seeded.values()))
     first = next(iter(recipes.values()))
     log(f"experiment {experiment.name}: {len(recipes)} architectures on {first.data.corpus} ({first.data.setting}), "
         f"{first.steps} steps each; FLOPs per token "
@@ -129,27 +210,3 @@ def _run_planned(experiment: ExperimentConfig, plan: Plan, variant: Optional[str
             continue
         log(f"[{index}/{len(runs)}] {name}: training")
         Trainer(recipe, log=log).train()
-    by_seed = {seed: {label: collect_run(label, config, accounting[label]) for label, config in by.items()}
-               for seed, by in resolved_by_seed.items()}
-    results = by_seed[first.seed]
-    seeds = None
-    if len(by_seed) > 1:
-        matching = {seed: step_matching(r, experiment.reference, experiment.smoothing) for seed, r in by_seed.items()}
-        seeds = seed_summary(matching, by_seed, experiment.reference)
-    samples = None
-    if first.data.setting == "transfusion" and (experiment.samples.prompts or experiment.samples.scored):
-        from ..generate.pipeline import TransfusionPipeline
-        from .samples import draw_samples
-
-        pipelines = {label: TransfusionPipeline.from_run(recipe.run_dir, log=lambda _: None)
-                     for label, recipe in recipes.items()}
-        directory = experiment.directory / "report"
-        directory.mkdir(parents=True, exist_ok=True)
-        samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
-    over_training = None
-    if experiment.eval.every:
-        evaluate_over_training(recipes, metrics, experiment.eval, log)
-        over_training = {label: recipe.run_dir for label, recipe in recipes.items()}
-    report = write_report(experiment, results, variant, samples, over_training, seeds)
-    log(f"report: {report / 'report.md'}")
-    return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..eval.caption_use import caption_use_table
 from ..eval.step_matching import (fraction_to_match_final, share_text, smooth, step_matching_curve,
@@ -90,11 +90,12 @@ def _final(points: List[list]) -> str:
 
 def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant: Optional[str],
                  samples: Optional[dict] = None, over_training: Optional[dict] = None,
-                 seeds: Optional[dict] = None) -> Path:
+                 seeds: Optional[dict] = None, missing: Sequence[str] = ()) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
     (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
     with ``over_training``, ``{label: run directory}``: the metrics over training are read from
-    their ``eval.json``; with ``seeds``, :func:`.seeds.seed_summary` of the comparison over seeds)."""
+    their ``eval.json``; with ``seeds``, :func:`.seeds.seed_summary` of the comparison over seeds;
+    ``missing``: the runs that have not finished and are left out, named in the report)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
@@ -103,10 +104,13 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
             "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics,
-            "seeds": seeds}
+            "seeds": seeds, "missing": list(missing)}
     as_json = json.dumps(data, indent=1) + "\n"
     atomic_write(directory / "results.json", lambda path: Path(path).write_text(as_json))
     text = _markdown(experiment, results, matching, plots, variant)
+    if missing:
+        text += ("\n## Not trained yet\n\nWritten with `--report-only` while these runs had not finished; "
+                 "they are left out of every table above and below: " + ", ".join(missing) + ".\n")
     if seeds:
         text += "\n".join(seeds_markdown(seeds, experiment.reference, _curve_names(results, experiment.reference))) + "\n"
     text += _samples_markdown(samples)

@@ -51,19 +51,20 @@ def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: 
     median and range of the per-seed shares, and ``apart`` says whether the label's final losses and
     the reference's do not overlap (the reference itself: ``None``)."""
     seeds = sorted(matching_by_seed)
-    labels = list(results_by_seed[seeds[0]])
+    labels = list(dict.fromkeys(label for s in seeds for label in results_by_seed[s]))  # first seen, first listed
     step, seconds, finals = {}, {}, {}
     for label in labels:
+        having = [s for s in seeds if label in results_by_seed[s]]  # a report mid-way may lack some seeds' runs
         if label != reference:
-            curves = sorted({c for s in seeds for c in matching_by_seed[s].get(label, {})})
-            step[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("fraction") for s in seeds})
+            curves = sorted({c for s in having for c in matching_by_seed[s].get(label, {})})
+            step[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("fraction") for s in having})
                            for c in curves}
             seconds[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("seconds_fraction")
-                                          for s in seeds}) for c in curves}
-        per_seed = {s: final_losses(results_by_seed[s][label]) for s in seeds}
+                                          for s in having}) for c in curves}
+        per_seed = {s: final_losses(results_by_seed[s][label]) for s in having}
         finals[label] = {}
         for curve in sorted({c for f in per_seed.values() for c in f}):
-            values = {str(s): per_seed[s].get(curve) for s in seeds}
+            values = {str(s): per_seed[s].get(curve) for s in having}
             known = [v for v in values.values() if v is not None]
             finals[label][curve] = {"by_seed": values, "min": min(known) if known else None,
                                     "max": max(known) if known else None}
@@ -75,10 +76,12 @@ def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: 
     return {"seeds": seeds, "step_matching": step, "seconds_matching": seconds, "final_loss": finals}
 
 
-def _spread_text(spread: dict) -> str:
+def _spread_text(spread: dict, seeds: int) -> str:
+    """Median [lowest–highest]; with the number of seeds when fewer than the comparison's ``seeds``."""
+    fewer = f" ({len(spread['by_seed'])} of {seeds} seeds)" if len(spread["by_seed"]) < seeds else ""
     if spread["min"] is None:
-        return "not reached (any seed)"
-    return f"{share_text(spread['median'])} [{share_text(spread['min'])}–{share_text(spread['max'])}]"
+        return "not reached (any seed)" + fewer
+    return f"{share_text(spread['median'])} [{share_text(spread['min'])}–{share_text(spread['max'])}]" + fewer
 
 
 def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str]:
@@ -91,7 +94,8 @@ def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str
              "claim holds only there.", "",
              "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
     for label, by in summary["step_matching"].items():
-        lines.append(f"| {label} | " + " | ".join(_spread_text(by[c]) if c in by else "-" for c in curves) + " |")
+        lines.append(f"| {label} | " + " | ".join(_spread_text(by[c], len(summary["seeds"])) if c in by else "-"
+                                                   for c in curves) + " |")
     lines += ["", "Final losses, lowest–highest over the seeds (apart from the reference: ✓, overlapping: ~):", "",
               "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
     for label, by in summary["final_loss"].items():

@@ -75,7 +75,7 @@ def _share(results: dict, label: str, curve: str, key: str) -> dict:
         spread = seeds["step_matching" if key == "fraction" else "seconds_matching"].get(label, {}).get(curve)
         if spread:
             return {"value": spread["median"], "min": spread["min"], "max": spread["max"],
-                    "seeds": len(seeds["seeds"])}
+                    "seeds": len(spread.get("by_seed", seeds["seeds"]))}
     value = results["step_matching"].get(label, {}).get(curve, {}).get(key)
     return {"value": value, "min": value, "max": value, "seeds": 1}
 
@@ -135,7 +135,9 @@ def series_markdown(name: str, summary: dict, overrides: Dict[str, List[str]]) -
         lines.append(f"| {label} | " + " | ".join(f"{row['training_minutes'].get(label, 0):.1f}"
                                                    for row in points.values()) + " |")
     lines += ["", "![share of the reference's steps](share.png)", "", "## Points", ""]
-    lines += [f"- `{p}`: " + (", ".join(f"`{o}`" for o in own) or "the experiment as it is") for p, own in overrides.items()]
+    lines += [f"- `{p}`: " + (", ".join(f"`{o}`" for o in own) or "the experiment as it is")
+              + ("" if p in points else " (left out: its reference has not finished training)")
+              for p, own in overrides.items()]
     return "\n".join(lines) + "\n"
 
 
