@@ -114,6 +114,7 @@ def _ranks(rank, port, args, out):
         if rank == 0:
             torch.save({"gather_seconds": gather, "latency_seconds": latency, "sent_bytes": shard.numel() * 4, "steps": steps,
                         "counted": sent}, out)
+        dist.barrier()  # no rank tears gloo down while another still talks to it (else: SIGABRT at exit)
     finally:
         dist.destroy_process_group()
 

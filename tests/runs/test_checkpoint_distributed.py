@@ -110,6 +110,7 @@ def worker(rank, scenario, store_path, directory):
                             world_size=WORLD_SIZE, timeout=timedelta(seconds=TIMEOUT_S))
     try:
         scenario(rank, directory)
+        dist.barrier()  # no rank tears gloo down while another still talks to it (else: SIGABRT at exit)
     finally:
         dist.destroy_process_group()
 

@@ -140,6 +140,7 @@ def _worker(rank, port, architectures, out):
             dist.barrier()
         if rank == 0:
             torch.save(sent, out)
+        dist.barrier()  # no rank tears gloo down while another still talks to it (else: SIGABRT at exit)
     finally:
         dist.destroy_process_group()
 
