@@ -36,6 +36,17 @@ def test_a_comparison_over_seeds_trains_each_seed_and_reports_the_spread(small_c
     assert by_seed["0"] == results["architectures"]["mot"]["train"]["image"][-1][1] != by_seed["5"]
 
 
+def test_a_warm_start_over_seeds_continues_each_seeds_own_source(small_corpus, tmp_path):
+    source = "init.source=" + str(tmp_path / "sources" / "{runs}" / "dense")
+    config = experiment(small_corpus, tmp_path, architectures={"scratch": ["architecture=mot"],
+                                                               "warm": ["architecture=mot", source]},
+                        reference="scratch", seeds=[0, 5])
+    recipes = seeded_recipes(config)
+    assert recipes[0]["warm"].init.source == str(tmp_path / "sources" / "runs" / "dense")
+    assert recipes[5]["warm"].init.source == str(tmp_path / "sources" / "runs" / "seed-5" / "dense")
+    assert not recipes[5]["scratch"].init.source
+
+
 def curves(finals):
     """A result with a training curve per modality ending at ``finals`` (and a clock)."""
     return {"train": {m: [[1, 9.0], [2, loss]] for m, loss in finals.items()}, "valid": {}}

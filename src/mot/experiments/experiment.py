@@ -24,7 +24,8 @@ own run directory ``out_dir/<name>/runs/<label>``; the report goes to ``out_dir/
 With ``flops_matched: false`` (the paper's "760M MoT vs 1.4B dense" comparison) the FLOPs ratio
 is reported instead of enforced. With ``seeds``, every architecture trains once per seed (initial
 weights and data order): the recipe's own seed in ``runs/<label>``, the others in
-``runs/seed-<seed>/<label>`` (``seeds.py`` summarises them). With ``series``, every point is such a
+``runs/seed-<seed>/<label>`` (``seeds.py`` summarises them; ``{runs}`` in an override names that
+seed's folder, for a warm start's source). With ``series``, every point is such a
 comparison in ``out_dir/<name>/<point>`` and ``series.py`` puts them side by side.
 """
 
@@ -150,6 +151,17 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     return load_config(ExperimentConfig, path, overrides)
 
 
+#: in an override, the runs folder of the seed being trained: ``runs`` for the recipe's own seed,
+#: ``runs/seed-<seed>`` for the others. A warm start names its source with it
+#: (``init.source=runs/compare/chameleon/{runs}/dense``) so that seed s continues seed s's source
+#: run, not one source for every seed: the seeds then vary everything the source's did.
+SEED_RUNS = "{runs}"
+
+
+def _seeded(override: str, runs_of_seed: str) -> str:
+    return override.replace(SEED_RUNS, runs_of_seed)
+
+
 def seeded_recipes(experiment: ExperimentConfig, variant: Optional[str] = None) -> Dict[int, Dict[str, TrainConfig]]:
     """:func:`architecture_recipes` for every seed of ``experiment.seeds`` (the recipe's own seed
     first, in the plain run directories), or for the recipe's seed alone."""
@@ -167,8 +179,10 @@ def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = 
     """The recipe of every architecture: the shared recipe, the experiment's overrides, the
     variant's, then the architecture's own, with the run directory placed under the experiment
     (with ``seed``: that seed, in ``runs/seed-<seed>``). An architecture's overrides that change a
-    shared field (data, schedule, seed) are an error."""
-    shared = list(experiment.overrides)
+    shared field (data, schedule, seed) are an error. ``{runs}`` in an override is this seed's runs
+    folder (see :data:`SEED_RUNS`)."""
+    runs_of_seed = "runs" if seed is None else f"runs/seed-{seed}"
+    shared = [_seeded(o, runs_of_seed) for o in experiment.overrides]
     if variant is not None:
         if variant not in experiment.variants:
             raise ConfigError(f"--variant {variant}: the experiment has variants {sorted(experiment.variants)}")
@@ -183,7 +197,8 @@ def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = 
     base = load_recipe(experiment.recipe, shared + placement)
     recipes = {}
     for label, own in experiment.architectures.items():
-        recipe = load_recipe(experiment.recipe, shared + list(own) + placement + [f"name={label}"])
+        own = [_seeded(o, runs_of_seed) for o in own]
+        recipe = load_recipe(experiment.recipe, shared + own + placement + [f"name={label}"])
         for name in SHARED_FIELDS:
             if getattr(recipe, name) != getattr(base, name):
                 raise ConfigError(f"architectures.{label} changes {name}; an experiment compares architectures "
