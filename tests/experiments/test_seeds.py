@@ -8,7 +8,7 @@ import pytest
 from mot.config import ConfigError
 from mot.experiments.compare import run_compare
 from mot.experiments.experiment import ExperimentConfig, seeded_recipes
-from mot.experiments.seeds import seed_summary
+from mot.experiments.seeds import seed_summary, seeds_markdown
 
 from tests.experiments.test_compare import experiment
 
@@ -65,6 +65,26 @@ def test_the_spread_ranks_not_reached_last_and_marks_overlaps():
     assert (finals["min"], finals["max"], finals["apart"]) == (2.0, 3.05, False)  # 3.05 is inside dense's range
     results[1]["mot"] = curves({"image": 2.7})
     assert seed_summary(matching, results, "dense")["final_loss"]["mot"]["train/image"]["apart"] is True
+
+
+def test_paired_differences_cancel_what_a_seed_does_to_both():
+    matching = {s: {"mot": {"train/image": {"fraction": 0.9, "seconds_fraction": 0.9}}} for s in (0, 1, 2)}
+    # seed 1's batches are harder for both: the ranges overlap, yet mot is lower in every seed
+    results = {0: {"dense": curves({"image": 3.0, "text": 4.0}), "mot": curves({"image": 2.9, "text": 4.1})},
+               1: {"dense": curves({"image": 3.5, "text": 4.0}), "mot": curves({"image": 3.3, "text": 3.9})},
+               2: {"dense": curves({"image": 3.1, "text": 4.0}), "mot": curves({"image": 3.05, "text": 4.0})}}
+    summary = seed_summary(matching, results, "dense")
+    assert summary["final_loss"]["mot"]["train/image"]["apart"] is False
+    image = summary["difference"]["mot"]["train/image"]
+    assert image["by_seed"] == pytest.approx({"0": -0.1, "1": -0.2, "2": -0.05})
+    assert (image["min"], image["max"], image["same_sign"]) == (pytest.approx(-0.2), pytest.approx(-0.05), True)
+    text = summary["difference"]["mot"]["train/text"]
+    assert text["same_sign"] is False  # +0.1, -0.1, 0.0: no order
+    assert "dense" not in summary["difference"]
+    table = "\n".join(seeds_markdown(summary, "dense", ["train/image", "train/text"]))
+    assert "| mot | -0.100 / -0.200 / -0.050 ✓ | +0.100 / -0.100 / +0.000 |" in table
+    one_seed = seed_summary({0: matching[0]}, {0: results[0]}, "dense")
+    assert one_seed["difference"]["mot"]["train/image"]["same_sign"] is False  # one seed is no test
 
 
 @pytest.mark.parametrize("seeds, message", [([0, 0], "repeats a seed"), ([-1], "-1 is not an integer >= 0"),

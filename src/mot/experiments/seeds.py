@@ -4,7 +4,10 @@ and range, and which architectures' final losses stay apart from the reference's
 A seed sets the model's initial weights and the data order (the trainer's ``seed``). One seed's
 step-matching share is a single draw; the paper's claims are about the architectures, so a claim
 holds here only where the seeds agree: an architecture's final losses over the seeds form a range,
-and it is *apart* from the reference when the two ranges do not overlap.
+and it is *apart* from the reference when the two ranges do not overlap. Beside it, the paired
+test: each seed's final loss minus the reference's in that seed (same batches, same validation
+draw), and whether that difference has one sign in every seed; ranges can overlap while every seed
+puts the two architectures in the same order.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ def final_losses(result: dict) -> Dict[str, Optional[float]]:
 def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: Dict[int, Dict[str, dict]],
                  reference: str) -> dict:
     """``{"seeds": [...], "step_matching": {label: {curve: spread}}, "seconds_matching": ...,
-    "final_loss": {label: {curve: {"by_seed", "min", "max", "apart"}}}}`` where a spread is the
-    median and range of the per-seed shares, and ``apart`` says whether the label's final losses and
-    the reference's do not overlap (the reference itself: ``None``)."""
+    "final_loss": {label: {curve: {"by_seed", "min", "max", "apart"}}}, "difference": ...}`` where a
+    spread is the median and range of the per-seed shares, ``apart`` says whether the label's final
+    losses and the reference's do not overlap (the reference itself: ``None``), and ``difference``
+    is :func:`paired_differences`."""
     seeds = sorted(matching_by_seed)
     labels = list(dict.fromkeys(label for s in seeds for label in results_by_seed[s]))  # first seen, first listed
     step, seconds, finals = {}, {}, {}
@@ -73,7 +77,31 @@ def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: 
             ref = finals[reference].get(curve)
             row["apart"] = (None if label == reference or ref is None or row["min"] is None or ref["min"] is None
                             else row["max"] < ref["min"] or row["min"] > ref["max"])
-    return {"seeds": seeds, "step_matching": step, "seconds_matching": seconds, "final_loss": finals}
+    return {"seeds": seeds, "step_matching": step, "seconds_matching": seconds, "final_loss": finals,
+            "difference": paired_differences(finals, reference)}
+
+
+def paired_differences(finals: Dict[str, Dict[str, dict]], reference: str) -> Dict[str, Dict[str, dict]]:
+    """``{label: {curve: {"by_seed", "min", "max", "same_sign"}}}``: each seed's final loss minus the
+    reference's of the same seed, and whether it has one sign in every seed.
+
+    Both runs of a seed saw the same batches, so their difference cancels what the seed did to both;
+    a difference of one sign in every seed is the sharper test where ranges over the seeds overlap
+    (one seed's hard validation batches raise every architecture's loss alike)."""
+    out: Dict[str, Dict[str, dict]] = {}
+    for label, curves in finals.items():
+        if label == reference:
+            continue
+        out[label] = {}
+        for curve, row in curves.items():
+            ref = finals[reference].get(curve, {}).get("by_seed", {})
+            diffs = {s: v - ref[s] for s, v in row["by_seed"].items() if v is not None and ref.get(s) is not None}
+            if not diffs:
+                continue
+            values = list(diffs.values())
+            out[label][curve] = {"by_seed": diffs, "min": min(values), "max": max(values),
+                                 "same_sign": len(values) > 1 and (max(values) < 0 or min(values) > 0)}
+    return out
 
 
 def _spread_text(spread: dict, seeds: int) -> str:
@@ -107,5 +135,25 @@ def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str
                 continue
             mark = "" if row["apart"] is None else (" ✓" if row["apart"] else " ~")
             cells.append(f"{row['min']:.3f}–{row['max']:.3f}{mark}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if summary.get("difference"):  # reports written before the paired differences lack them
+        lines += _differences_markdown(summary, reference, curves)
+    return lines
+
+
+def _differences_markdown(summary: dict, reference: str, curves: List[str]) -> List[str]:
+    order = ", ".join(str(s) for s in summary["seeds"])
+    lines = ["", f"Final loss minus `{reference}`'s in the same seed (seeds {order}; one sign in every seed: ✓):",
+             "", "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
+    for label, by in summary["difference"].items():
+        cells = []
+        for curve in curves:
+            row = by.get(curve)
+            if not row:
+                cells.append("-")
+                continue
+            values = " / ".join(f"{row['by_seed'][str(s)]:+.3f}" if str(s) in row["by_seed"] else "-"
+                                for s in summary["seeds"])
+            cells.append(values + (" ✓" if row["same_sign"] else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
