@@ -45,6 +45,9 @@ def test_a_warm_start_over_seeds_continues_each_seeds_own_source(small_corpus, t
     assert recipes[0]["warm"].init.source == str(tmp_path / "sources" / "runs" / "dense")
     assert recipes[5]["warm"].init.source == str(tmp_path / "sources" / "runs" / "seed-5" / "dense")
     assert not recipes[5]["scratch"].init.source
+    config.variants = {"all-warm": [source]}  # a variant's overrides name the seed's folder too
+    warm = seeded_recipes(config, "all-warm")
+    assert warm[5]["scratch"].init.source == str(tmp_path / "sources" / "runs" / "seed-5" / "dense")
 
 
 def curves(finals):

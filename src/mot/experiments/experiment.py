@@ -181,12 +181,13 @@ def architecture_recipes(experiment: ExperimentConfig, variant: Optional[str] = 
     (with ``seed``: that seed, in ``runs/seed-<seed>``). An architecture's overrides that change a
     shared field (data, schedule, seed) are an error. ``{runs}`` in an override is this seed's runs
     folder (see :data:`SEED_RUNS`)."""
-    runs_of_seed = "runs" if seed is None else f"runs/seed-{seed}"
-    shared = [_seeded(o, runs_of_seed) for o in experiment.overrides]
+    shared = list(experiment.overrides)
     if variant is not None:
         if variant not in experiment.variants:
             raise ConfigError(f"--variant {variant}: the experiment has variants {sorted(experiment.variants)}")
         shared += experiment.variants[variant]
+    runs_of_seed = "runs" if seed is None else f"runs/seed-{seed}"
+    shared = [_seeded(o, runs_of_seed) for o in shared]
     runs = experiment.directory / "runs"
     if seed is not None:
         shared.append(f"seed={seed}")
