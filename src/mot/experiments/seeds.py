@@ -114,46 +114,37 @@ def _spread_text(spread: dict, seeds: int) -> str:
 
 def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str]:
     """The report's "Seeds" section for the ``curves`` the report shows."""
-    seeds = ", ".join(str(s) for s in summary["seeds"])
-    lines = ["", f"## Over seeds {seeds}", "",
-             "Every architecture trained once per seed (initial weights and data order). Step matching as the "
+    seeds, count = summary["seeds"], len(summary["seeds"])
+    intro = ("Every architecture trained once per seed (initial weights and data order). Step matching as the "
              "median [lowest–highest] share of the reference's steps over the seeds; an architecture's final "
              f"loss is *apart* from `{reference}`'s when their ranges over the seeds do not overlap, and a "
-             "claim holds only there.", "",
-             "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
-    for label, by in summary["step_matching"].items():
-        lines.append(f"| {label} | " + " | ".join(_spread_text(by[c], len(summary["seeds"])) if c in by else "-"
-                                                   for c in curves) + " |")
-    lines += ["", "Final losses, lowest–highest over the seeds (apart from the reference: ✓, overlapping: ~):", "",
-              "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
-    for label, by in summary["final_loss"].items():
-        cells = []
-        for curve in curves:
-            row = by.get(curve)
-            if not row or row["min"] is None:
-                cells.append("-")
-                continue
-            mark = "" if row["apart"] is None else (" ✓" if row["apart"] else " ~")
-            cells.append(f"{row['min']:.3f}–{row['max']:.3f}{mark}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if summary.get("difference"):  # reports written before the paired differences lack them
-        lines += _differences_markdown(summary, reference, curves)
+             "claim holds only there.")
+    lines = ["", f"## Over seeds {', '.join(str(s) for s in seeds)}", "", intro, ""]
+    lines += _table(curves, summary["step_matching"], lambda spread: _spread_text(spread, count))
+    lines += ["", "Final losses, lowest–highest over the seeds (apart from the reference: ✓, overlapping: ~):", ""]
+    lines += _table(curves, summary["final_loss"], _range_text)
+    if summary["difference"]:  # empty when the reference is the only architecture
+        lines += ["", f"Final loss minus `{reference}`'s in the same seed (seeds {', '.join(str(s) for s in seeds)}; "
+                  "one sign in every seed: ✓):", ""]
+        lines += _table(curves, summary["difference"], lambda row: _difference_text(row, seeds))
     return lines
 
 
-def _differences_markdown(summary: dict, reference: str, curves: List[str]) -> List[str]:
-    order = ", ".join(str(s) for s in summary["seeds"])
-    lines = ["", f"Final loss minus `{reference}`'s in the same seed (seeds {order}; one sign in every seed: ✓):",
-             "", "| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
-    for label, by in summary["difference"].items():
-        cells = []
-        for curve in curves:
-            row = by.get(curve)
-            if not row:
-                cells.append("-")
-                continue
-            values = " / ".join(f"{row['by_seed'][str(s)]:+.3f}" if str(s) in row["by_seed"] else "-"
-                                for s in summary["seeds"])
-            cells.append(values + (" ✓" if row["same_sign"] else ""))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+def _table(curves: List[str], rows: Dict[str, Dict[str, dict]], cell) -> List[str]:
+    """A markdown table: an architecture per row, a curve per column, ``cell`` of each entry ("-": none)."""
+    lines = ["| architecture | " + " | ".join(curves) + " |", "|---|" + "---:|" * len(curves)]
+    for label, by in rows.items():
+        lines.append(f"| {label} | " + " | ".join(cell(by[c]) if by.get(c) else "-" for c in curves) + " |")
     return lines
+
+
+def _range_text(row: dict) -> str:
+    if row["min"] is None:
+        return "-"
+    mark = "" if row["apart"] is None else (" ✓" if row["apart"] else " ~")
+    return f"{row['min']:.3f}–{row['max']:.3f}{mark}"
+
+
+def _difference_text(row: dict, seeds: List[int]) -> str:
+    values = " / ".join(f"{row['by_seed'][str(s)]:+.3f}" if str(s) in row["by_seed"] else "-" for s in seeds)
+    return values + (" ✓" if row["same_sign"] else "")
