@@ -66,3 +66,16 @@ def test_the_cli_times_every_architecture(tmp_path, capsys):
 def test_bad_settings_are_named(changes, message):
     with pytest.raises(ConfigError, match=message):
         BenchSettings(resolve_model_config("chameleon-37m-mot", TINY), **changes)
+
+
+def test_profile_writes_each_architectures_operators(tmp_path, capsys):
+    assert main(["bench", "--config", "chameleon-37m-mot", *TINY, "--seq", "96", "--batch", "1", "--rounds", "1",
+                 "--warmup", "0", "--architectures", "dense,mot", "--profile", str(tmp_path / "prof")]) == 0
+    assert "profiled one step of mot" in capsys.readouterr().out
+    for name in ("dense", "mot"):
+        table = (tmp_path / "prof" / f"{name}.txt").read_text()
+        assert table.startswith(f"one training step of {name} on cpu") and "aten::mm" in table
+        assert json.loads((tmp_path / "prof" / f"{name}.trace.json").read_text())["traceEvents"]
+    # MoT's step scatters its towers' parts into sequence order; the dense model has one part
+    assert "aten::index_copy_" in (tmp_path / "prof" / "mot.txt").read_text()
+    assert "aten::index_copy_" not in (tmp_path / "prof" / "dense.txt").read_text()

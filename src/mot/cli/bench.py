@@ -31,6 +31,9 @@ def add_parser(verbs) -> None:
     bench.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     bench.add_argument("--peak-tflops", type=float, default=None,
                        help="the device's peak TFLOP/s for MFU (known GPUs in bf16 are looked up)")
+    bench.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                       help="after timing, profile one more step of each architecture: DIR/<architecture>.txt "
+                            "(operators by time) and .trace.json")
     add_out(bench, "also write every number to this JSON file")
     bench.set_defaults(run=_bench)
 
@@ -43,7 +46,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     settings = BenchSettings(model, seq=args.seq, batch=args.batch, modalities=args.modalities,
                              architectures=[a for a in args.architectures.split(",") if a], device=args.device,
                              bf16=args.bf16, compile=args.compile, rounds=args.rounds, warmup=args.warmup,
-                             peak_flops=None if args.peak_tflops is None else args.peak_tflops * 1e12)
+                             peak_flops=None if args.peak_tflops is None else args.peak_tflops * 1e12,
+                             profile_dir=args.profile)
     report = run_bench(settings, log=console.out)
     console.out(markdown(report))
     if args.out:

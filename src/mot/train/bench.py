@@ -16,6 +16,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
@@ -25,6 +26,7 @@ from ..config import ConfigError, ModelConfig, check_number
 from ..model import build_model
 from ..model.accounting import flops_per_token
 from ..runs.architecture import architecture_settings
+from .bench_profile import profile_step
 
 MODALITIES = ("text", "image", "speech")
 ARCHITECTURES = ("dense", "mot", "moe4x")
@@ -63,6 +65,7 @@ class BenchSettings:
     warmup: int = 2  # untimed steps first
     seed: int = 0
     peak_flops: Optional[float] = None  # FLOP/s of the device, when it is not in BF16_PEAK
+    profile_dir: Optional[Path] = None  # one more profiled step per architecture (bench_profile.py)
 
     def __post_init__(self) -> None:
         for name in ("seq", "batch", "rounds"):
@@ -174,6 +177,11 @@ def run_bench(settings: BenchSettings, log=print) -> dict:
             this_round.append(f"{result.architecture}={elapsed:.0f}ms")
         log(f"{'step' if timed else 'warm-up'} {round_index + 1}/{settings.warmup + settings.rounds}: "
             + " ".join(this_round))
+    if settings.profile_dir is not None:
+        for result, model, forward, plan, optimizer in runs:
+            table = profile_step(lambda: step(model, forward, plan, optimizer), device, Path(settings.profile_dir),
+                                 result.architecture)
+            log(f"profiled one step of {result.architecture}: {table}")
     peak = settings.peak_flops or (device_peak(torch.cuda.get_device_name(), settings.bf16)
                                    if device.type == "cuda" else None)
     tokens_per_step = settings.batch * settings.seq
