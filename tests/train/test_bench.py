@@ -62,7 +62,8 @@ def test_the_cli_times_every_architecture(tmp_path, capsys):
 
 @pytest.mark.parametrize("changes, message", [(dict(seq=9999), "seq=9999: longer than the model's max_seq_len"),
                                               (dict(architectures=["sparse"]), "choose from"),
-                                              (dict(modalities=4), "modalities=4")])
+                                              (dict(modalities=4), "modalities=4"),
+                                              (dict(profile_dir=__file__), "exists and is not a directory")])
 def test_bad_settings_are_named(changes, message):
     with pytest.raises(ConfigError, match=message):
         BenchSettings(resolve_model_config("chameleon-37m-mot", TINY), **changes)

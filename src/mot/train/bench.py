@@ -78,6 +78,8 @@ class BenchSettings:
             raise ConfigError(f"architectures: {unknown or 'none'}: choose from {list(ARCHITECTURES)}")
         if self.peak_flops is not None:
             check_number("peak_flops", self.peak_flops, "must be a number > 0 (FLOP/s)", lambda v: v > 0)
+        if self.profile_dir is not None and Path(self.profile_dir).exists() and not Path(self.profile_dir).is_dir():
+            raise ConfigError(f"profile_dir={self.profile_dir}: exists and is not a directory")
         if self.seq > self.model.max_seq_len:
             raise ConfigError(f"seq={self.seq}: longer than the model's max_seq_len={self.model.max_seq_len}")
 
