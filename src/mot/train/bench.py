@@ -78,8 +78,10 @@ class BenchSettings:
             raise ConfigError(f"architectures: {unknown or 'none'}: choose from {list(ARCHITECTURES)}")
         if self.peak_flops is not None:
             check_number("peak_flops", self.peak_flops, "must be a number > 0 (FLOP/s)", lambda v: v > 0)
-        if self.profile_dir is not None and Path(self.profile_dir).exists() and not Path(self.profile_dir).is_dir():
-            raise ConfigError(f"profile_dir={self.profile_dir}: exists and is not a directory")
+        if self.profile_dir is not None:
+            self.profile_dir = Path(self.profile_dir)
+            if self.profile_dir.exists() and not self.profile_dir.is_dir():
+                raise ConfigError(f"profile_dir={self.profile_dir}: exists and is not a directory")
         if self.seq > self.model.max_seq_len:
             raise ConfigError(f"seq={self.seq}: longer than the model's max_seq_len={self.model.max_seq_len}")
 
@@ -181,7 +183,7 @@ def run_bench(settings: BenchSettings, log=print) -> dict:
             + " ".join(this_round))
     if settings.profile_dir is not None:
         for result, model, forward, plan, optimizer in runs:
-            table = profile_step(lambda: step(model, forward, plan, optimizer), device, Path(settings.profile_dir),
+            table = profile_step(lambda: step(model, forward, plan, optimizer), device, settings.profile_dir,
                                  result.architecture)
             log(f"profiled one step of {result.architecture}: {table}")
     peak = settings.peak_flops or (device_peak(torch.cuda.get_device_name(), settings.bf16)
