@@ -11,6 +11,7 @@ def test_plan_groups_tokens_by_tower_keeping_sequence_order():
     assert plan.tower_counts == (5, 3)
     assert plan.order.tolist() == [0, 3, 4, 5, 7, 1, 2, 6]
     assert [i.tolist() for i in plan.tower_indices] == [[0, 3, 4, 5, 7], [1, 2, 6]]
+    assert plan.order[plan.inverse_order].tolist() == list(range(8))  # the inverse permutation
 
 
 def test_a_tower_without_tokens_has_an_empty_part():
@@ -40,3 +41,24 @@ def test_a_dense_plan_does_not_reorder():
     x = torch.randn(10, 4)
     (part,) = split_by_tower(x, plan)
     assert part is x and merge_towers([x], plan) is x
+
+
+def test_split_and_merge_write_nothing_in_place():
+    """torch 2.11's compiler misroutes the gradient of an autograd.Function that writes in place
+    into its output (pytorch/pytorch#180642); both directions, forward and backward, must create
+    their results rather than fill them (see routing.py)."""
+    plan = build_routing_plan(torch.randint(0, 3, (2, 9)), [0, 1, 2])
+    x = torch.randn(18, 4, requires_grad=True)
+    written = []
+
+    class InPlaceWrites(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._schema.is_mutable:
+                written.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with InPlaceWrites():
+        merged = merge_towers([part * 1.0 for part in split_by_tower(x, plan)], plan)
+        merged.sum().backward()
+    assert not written, f"written in place: {written}"
+    assert torch.equal(x.grad, torch.ones_like(x))

@@ -21,11 +21,13 @@ class RoutingPlan:
     """How the ``B*L`` flattened tokens of a batch are grouped by tower.
 
     ``order`` lists the flat indices (``b * L + l``) of the tokens tower by tower (a stable sort
-    of their tower ids); ``tower_counts[t]`` is the number of tokens of tower t, a plain Python
-    tuple known on the host, so cutting the stream into parts never waits for the device.
+    of their tower ids); ``inverse_order`` is its inverse permutation: where each token sits among
+    the parts laid end to end. ``tower_counts[t]`` is the number of tokens of tower t, a plain
+    Python tuple known on the host, so cutting the stream into parts never waits for the device.
     """
 
     order: torch.Tensor  # [B*L] int64
+    inverse_order: torch.Tensor  # [B*L] int64
     tower_counts: Tuple[int, ...]
     batch_size: int
     seq_len: int
@@ -41,8 +43,8 @@ class RoutingPlan:
         return self.order.split(self.tower_counts)
 
     def to(self, device: torch.device | str) -> "RoutingPlan":
-        return RoutingPlan(self.order.to(device, non_blocking=True), self.tower_counts,
-                           self.batch_size, self.seq_len)
+        return RoutingPlan(self.order.to(device, non_blocking=True), self.inverse_order.to(device, non_blocking=True),
+                           self.tower_counts, self.batch_size, self.seq_len)
 
 
 def build_routing_plan(modality_ids: torch.Tensor, modality_tower_index: Sequence[int]) -> RoutingPlan:
@@ -58,49 +60,57 @@ def build_routing_plan(modality_ids: torch.Tensor, modality_tower_index: Sequenc
     tower_ids = lookup[modality_ids.reshape(-1).long()]
     order = torch.sort(tower_ids, stable=True).indices
     counts = torch.bincount(tower_ids, minlength=max(modality_tower_index) + 1)
-    return RoutingPlan(order, tuple(int(c) for c in counts.cpu().tolist()), batch_size, seq_len)
+    return RoutingPlan(order, torch.argsort(order), tuple(int(c) for c in counts.cpu().tolist()), batch_size, seq_len)
+
+
+# Neither Function mutates a tensor: torch 2.11's compiler routes the gradient of an
+# autograd.Function whose forward writes in place into its own output to the wrong slot
+# (pytorch/pytorch#180642). With the scatter written as ``out.index_copy_`` per tower, compiled
+# MoT trained on torch 2.11 gave every weight below the last merge a zero gradient (measured on
+# an H200, docs/benchmarks.md); eager and torch 2.13 were right. A gather from the parts laid end
+# to end (``inverse_order``) moves the same rows with no write into an existing tensor.
+
+
+def _sequence_order(parts: Sequence[torch.Tensor], inverse_order: torch.Tensor) -> torch.Tensor:
+    """Parts (tower by tower) -> their rows in sequence order: one gather, nothing written in place."""
+    return torch.cat(list(parts)).index_select(0, inverse_order)
 
 
 class _GatherTowers(torch.autograd.Function):
-    """Sequence-order rows -> one part per tower; the backward writes each part's gradient back
+    """Sequence-order rows -> one part per tower; the backward gathers each part's gradient back
     into its rows (no scatter-add: every row belongs to exactly one tower)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, indices: Tuple[torch.Tensor, ...]):
-        ctx.indices, ctx.shape = indices, x.shape
+    def forward(ctx, x: torch.Tensor, indices: Tuple[torch.Tensor, ...], inverse_order: torch.Tensor):
+        ctx.indices, ctx.inverse_order = indices, inverse_order
         return tuple(x.index_select(0, index) for index in indices)
 
     @staticmethod
     def backward(ctx, *grads):
         reference = next(g for g in grads if g is not None)
-        out = reference.new_empty(ctx.shape) if all(g is not None for g in grads) else reference.new_zeros(ctx.shape)
-        for index, grad in zip(ctx.indices, grads):
-            if grad is not None:
-                out.index_copy_(0, index, grad)
-        return out, None
+        grads = [reference.new_zeros(index.shape[0], *reference.shape[1:]) if grad is None else grad
+                 for index, grad in zip(ctx.indices, grads)]
+        return _sequence_order(grads, ctx.inverse_order), None, None
 
 
 class _ScatterTowers(torch.autograd.Function):
     """One part per tower -> rows in sequence order; the adjoint of :class:`_GatherTowers`."""
 
     @staticmethod
-    def forward(ctx, indices: Tuple[torch.Tensor, ...], *parts: torch.Tensor):
+    def forward(ctx, indices: Tuple[torch.Tensor, ...], inverse_order: torch.Tensor, *parts: torch.Tensor):
         ctx.indices = indices
-        out = parts[0].new_empty(sum(p.shape[0] for p in parts), *parts[0].shape[1:])
-        for index, part in zip(indices, parts):
-            out.index_copy_(0, index, part)
-        return out
+        return _sequence_order(parts, inverse_order)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return (None, *(grad.index_select(0, index) for index in ctx.indices))
+        return (None, None, *(grad.index_select(0, index) for index in ctx.indices))
 
 
 def split_by_tower(x: torch.Tensor, plan: RoutingPlan) -> List[torch.Tensor]:
     """``x [B*L, ...]`` in sequence order -> one part per tower, ``[tower_counts[t], ...]`` each."""
     if plan.single_tower:
         return [x]
-    return list(_GatherTowers.apply(x, plan.tower_indices))
+    return list(_GatherTowers.apply(x, plan.tower_indices, plan.inverse_order))
 
 
 def merge_towers(parts: Sequence[torch.Tensor], plan: RoutingPlan) -> torch.Tensor:
@@ -109,4 +119,4 @@ def merge_towers(parts: Sequence[torch.Tensor], plan: RoutingPlan) -> torch.Tens
         return parts[0]
     # Empty parts still go through the scatter: an absent tower's weights then get zero
     # gradients rather than None (docs/design.md invariant 4).
-    return _ScatterTowers.apply(plan.tower_indices, *parts)
+    return _ScatterTowers.apply(plan.tower_indices, plan.inverse_order, *parts)
