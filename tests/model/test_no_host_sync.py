@@ -18,11 +18,14 @@ class RecordOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.names = []
+        self.mutating = []  # ops that write into an existing tensor (in place or out=)
         self.bool_indexing = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         self.names.append(name)
+        if func._schema.is_mutable:
+            self.mutating.append(name)
         if name in ("index", "index_put", "index_put_") and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
             self.bool_indexing = True

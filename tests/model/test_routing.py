@@ -4,6 +4,8 @@ import torch
 
 from mot.model.routing import build_routing_plan, merge_towers, split_by_tower
 
+from tests.model.test_no_host_sync import RecordOps
+
 
 def test_plan_groups_tokens_by_tower_keeping_sequence_order():
     modalities = torch.tensor([[0, 1, 1, 2], [2, 0, 1, 0]])
@@ -49,16 +51,9 @@ def test_split_and_merge_write_nothing_in_place():
     their results rather than fill them (see routing.py)."""
     plan = build_routing_plan(torch.randint(0, 3, (2, 9)), [0, 1, 2])
     x = torch.randn(18, 4, requires_grad=True)
-    written = []
-
-    class InPlaceWrites(torch.utils._python_dispatch.TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func._schema.is_mutable:
-                written.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with InPlaceWrites():
+    recorder = RecordOps()
+    with recorder:
         merged = merge_towers([part * 1.0 for part in split_by_tower(x, plan)], plan)
         merged.sum().backward()
-    assert not written, f"written in place: {written}"
+    assert not recorder.mutating, f"written in place: {recorder.mutating}"
     assert torch.equal(x.grad, torch.ones_like(x))

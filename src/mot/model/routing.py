@@ -73,7 +73,7 @@ def build_routing_plan(modality_ids: torch.Tensor, modality_tower_index: Sequenc
 
 def _sequence_order(parts: Sequence[torch.Tensor], inverse_order: torch.Tensor) -> torch.Tensor:
     """Parts (tower by tower) -> their rows in sequence order: one gather, nothing written in place."""
-    return torch.cat(list(parts)).index_select(0, inverse_order)
+    return torch.cat(parts).index_select(0, inverse_order)
 
 
 class _GatherTowers(torch.autograd.Function):
