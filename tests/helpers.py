@@ -1,10 +1,12 @@
-"""Shared test helpers: small configs and realistic interleaved batches."""
+"""Shared test helpers: small configs, realistic interleaved batches, and a recorder of the
+aten ops a piece of code runs."""
 
 from __future__ import annotations
 
 import random
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mot import ModelConfig
 
@@ -157,3 +159,28 @@ def tone_speech(num_units=12, steps=40):
     vocoder = fit_vocoder(units, audios, VocoderTraining(steps=steps, batch_size=8, crop_frames=32),
                           log=lambda _: None)
     return units, vocoder
+
+
+#: aten ops that read a value on the host or have data-dependent output shapes
+SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "masked_scatter", "item", "unique",
+               "_unique2", "equal", "is_nonzero"}
+
+
+class RecordOps(TorchDispatchMode):
+    """Records every aten op run under it: names, the ones that write into a tensor, boolean indexing."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+        self.mutating = []  # ops that write into an existing tensor (in place or out=)
+        self.bool_indexing = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.names.append(name)
+        if func._schema.is_mutable:
+            self.mutating.append(name)
+        if name in ("index", "index_put", "index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
+            self.bool_indexing = True
+        return func(*args, **(kwargs or {}))

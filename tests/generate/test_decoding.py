@@ -13,8 +13,7 @@ from mot.generate.reference_decoding import reference_generate
 from mot.model import build_model
 from mot.tokenizers.vocab import VocabLayout
 
-from tests.helpers import tiny_config
-from tests.model.test_no_host_sync import SYNCING_OPS, RecordOps
+from tests.helpers import SYNCING_OPS, RecordOps, tiny_config
 
 LAYOUT = VocabLayout({"text": 24, "image": 16, "speech": 12})
 RULES = SpanRules(image_tokens=4, speech_max_units=5)

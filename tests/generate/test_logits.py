@@ -13,7 +13,7 @@ from mot.errors import MotError
 from mot.generate.logits import (AllowedTokens, GenerationError, LogitsProcessorList, RepetitionPenalty, Sampling,
                                  Temperature, TokenChooser, TopK, TopP, guided, processors_for)
 
-from tests.model.test_no_host_sync import SYNCING_OPS, RecordOps
+from tests.helpers import SYNCING_OPS, RecordOps
 
 INF = float("inf")
 

@@ -9,8 +9,7 @@ from mot.model import build_model
 from mot.model.kv_cache import KVCache
 from mot.model.moe import ExpertChoiceFFN, ExpertsFFN, TokenChoiceFFN
 
-from tests.helpers import random_batch, tiny_config
-from tests.model.test_no_host_sync import SYNCING_OPS, RecordOps
+from tests.helpers import SYNCING_OPS, RecordOps, random_batch, tiny_config
 
 SHARED = {"text": "shared", "image": "shared"}
 DENSE_EC = dict(towers=SHARED, moe={"towers": ["shared"], "routing": "expert_choice", "num_experts": 4})

@@ -3,33 +3,10 @@ the host and never indexes with boolean masks."""
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from mot.model import build_model
 
-from tests.helpers import random_batch, tiny_config
-
-#: aten ops that read a value on the host or have data-dependent output shapes
-SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "masked_scatter", "item", "unique",
-               "_unique2", "equal", "is_nonzero"}
-
-
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-        self.mutating = []  # ops that write into an existing tensor (in place or out=)
-        self.bool_indexing = False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        self.names.append(name)
-        if func._schema.is_mutable:
-            self.mutating.append(name)
-        if name in ("index", "index_put", "index_put_") and any(
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
-            self.bool_indexing = True
-        return func(*args, **(kwargs or {}))
+from tests.helpers import SYNCING_OPS, RecordOps, random_batch, tiny_config
 
 
 @pytest.mark.parametrize("overrides", [

@@ -4,7 +4,7 @@ import torch
 
 from mot.model.routing import build_routing_plan, merge_towers, split_by_tower
 
-from tests.model.test_no_host_sync import RecordOps
+from tests.helpers import RecordOps
 
 
 def test_plan_groups_tokens_by_tower_keeping_sequence_order():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mot.objectives import IGNORE_INDEX, next_token_loss, per_modality_mean
 
-from tests.model.test_no_host_sync import SYNCING_OPS, RecordOps
+from tests.helpers import SYNCING_OPS, RecordOps
 
 
 def make_batch(batch=3, length=20, vocab=11, modalities=3, seed=0, ignore_fraction=0.3):
