@@ -8,7 +8,8 @@ import pytest
 from mot.config import ConfigError
 from mot.experiments.compare import run_compare
 from mot.experiments.experiment import EvalSchedule, ExperimentConfig
-from mot.experiments.metric_curves import headline, metric_step_matching
+from mot.experiments.metric_curves import headline, metric_seed_summary, metric_seeds_markdown, metric_step_matching
+from mot.eval.run_eval import EVAL_JSON, FORMAT
 
 from tests.helpers import experiment_recipe
 
@@ -32,6 +33,36 @@ def test_step_matching_on_metrics_where_less_or_more_is_better():
     assert matched["fid valid"]["mot"] == pytest.approx(150 / 200)  # 25 -> 15 crosses 20 half-way
     assert matched["cider valid"]["mot"] == pytest.approx(100 / 200)  # already at 0.4 at step 100
     assert matched["bleu valid"]["mot"] is None  # never reaches 0.4
+
+
+def write_fid_record(run_dir, values):
+    """An ``eval.json`` with an FID per step: ``{step: value}``."""
+    run_dir.mkdir(parents=True)
+    checkpoints = {str(step): {"metrics": {"fid": {"valid": {"value": value}}}, "seconds": {}, "options": {}}
+                   for step, value in values.items()}
+    (run_dir / EVAL_JSON).write_text(json.dumps({"format": FORMAT, "checkpoints": checkpoints}))
+    return run_dir
+
+
+def test_the_metrics_over_seeds_give_each_seeds_final_value_and_the_spread_of_the_shares(tmp_path):
+    fids = {0: {"dense": {100: 30.0, 200: 20.0}, "mot": {100: 25.0, 200: 15.0}},  # mot reaches 20 at 150/200
+            1: {"dense": {100: 40.0, 200: 30.0}, "mot": {100: 35.0, 200: 32.0}},  # never reaches 30
+            2: {"dense": {100: 30.0, 200: 25.0}, "mot": {100: 25.0, 200: 20.0}},  # already at 25 at step 100
+            3: {}}  # not measured (yet): left out
+    dirs = {seed: {label: write_fid_record(tmp_path / str(seed) / label, values) for label, values in by.items()}
+            for seed, by in fids.items()}
+    summary = metric_seed_summary(dirs, "dense")
+    assert summary["seeds"] == [0, 1, 2]
+    spread = summary["step_matching"]["fid valid"]["mot"]
+    assert spread["by_seed"] == {"0": pytest.approx(0.75), "1": None, "2": pytest.approx(0.5)}
+    assert (spread["median"], spread["min"], spread["max"]) == (pytest.approx(0.75), pytest.approx(0.5), None)
+    final = summary["final"]["fid valid"]
+    assert final["dense"] == {"by_seed": {"0": 20.0, "1": 30.0, "2": 25.0}, "min": 20.0, "max": 30.0}
+    assert "dense" not in summary["step_matching"]["fid valid"]
+    text = "\n".join(metric_seeds_markdown(summary, "dense"))
+    assert "## Metrics over training, over seeds 0, 1, 2" in text
+    assert "| fid valid | 20 / 30 / 25 | 15 / 32 / 20 | 75.0% [50.0%–not reached] |" in text
+    assert metric_seed_summary({0: dirs[0], 3: {}}, "dense") is None  # one seed measured: no spread
 
 
 def experiment(corpus, out, **fields):
@@ -61,6 +92,22 @@ def test_a_comparison_follows_its_metrics_over_training_and_resumes_without_reme
     monkeypatch.setattr(module, "evaluate_run", lambda *args, **kwargs: calls.append(args))
     run_compare(config, log=lambda _: None)
     assert calls == []  # every kept checkpoint was measured with these settings already
+
+
+def test_every_seeds_checkpoints_are_measured_and_the_report_gives_their_spread(small_corpus, tmp_path):
+    config = experiment(small_corpus, tmp_path, eval=EvalSchedule(every=2, metrics=["perplexity"], pairs=2),
+                        seeds=[0, 5])
+    report = run_compare(config, log=lambda _: None)
+    for run in ("mot", "seed-5/mot"):
+        evaluated = json.loads((config.directory / "runs" / run / "eval.json").read_text())
+        assert list(evaluated["checkpoints"]) == ["2", "4"]
+    over_seeds = json.loads((report / "results.json").read_text())["metrics_over_training"]["seeds"]
+    assert over_seeds["seeds"] == [0, 5]
+    spread = over_seeds["step_matching"]["perplexity valid image_to_text"]["mot"]
+    assert set(spread["by_seed"]) == {"0", "5"}
+    finals = over_seeds["final"]["perplexity valid image_to_text"]["dense"]["by_seed"]
+    assert finals["0"] != finals["5"]  # another seed's weights, data and validation draw
+    assert "## Metrics over training, over seeds 0, 5" in (report / "report.md").read_text()
 
 
 def test_a_metric_the_setting_cannot_support_fails_before_training(small_corpus, tmp_path):

@@ -21,6 +21,7 @@ from ..eval.step_matching import fraction_to_match_final, share_text
 from ..io.figures import save_figure
 from ..runs.checkpoints import CheckpointManager
 from ..runs.recipe import TrainConfig
+from .seeds import share_spread, spread_text
 
 METRICS_PLOT = "metrics.png"
 #: metrics for which more is better (the rest: less is better)
@@ -125,6 +126,34 @@ def metric_step_matching(curves: Dict[str, Dict[str, List[list]]], reference: st
     return matched
 
 
+def metric_seed_summary(run_dirs_by_seed: Dict[int, Dict[str, Path]], reference: str) -> Optional[dict]:
+    """The metrics over training of every seed measured: ``{"seeds": [...], "step_matching": {curve:
+    {label: spread}}, "final": {curve: {label: {"by_seed", "min", "max"}}}}``, a spread the median and
+    range of the per-seed shares (:func:`.seeds.share_spread`); ``None`` with fewer than two seeds
+    measured. A seed's generation metrics are a draw as its losses are, so a share on a metric, too,
+    holds only where the seeds agree."""
+    curves_by_seed = {seed: metric_curves(run_dirs) for seed, run_dirs in run_dirs_by_seed.items()}
+    curves_by_seed = {seed: curves for seed, curves in curves_by_seed.items() if curves}  # not measured (yet): out
+    if len(curves_by_seed) < 2:
+        return None
+    matching = {seed: metric_step_matching(curves, reference) for seed, curves in curves_by_seed.items()}
+    names = list(dict.fromkeys(name for curves in curves_by_seed.values() for name in curves))
+    step: Dict[str, dict] = {}
+    final: Dict[str, dict] = {}
+    for name in names:
+        labels = list(dict.fromkeys(label for curves in curves_by_seed.values() for label in curves.get(name, {})))
+        step[name], final[name] = {}, {}
+        for label in labels:
+            values = {str(seed): curves[name][label][-1][1] for seed, curves in curves_by_seed.items()
+                      if label in curves.get(name, {})}
+            final[name][label] = {"by_seed": values, "min": min(values.values()), "max": max(values.values())}
+            shares = {seed: matching[seed][name][label] for seed in curves_by_seed
+                      if label in matching[seed].get(name, {})}
+            if label != reference and shares:
+                step[name][label] = share_spread(shares)
+    return {"seeds": sorted(curves_by_seed), "step_matching": step, "final": final}
+
+
 def metric_plot(curves: Dict[str, Dict[str, List[list]]], path: Path) -> Optional[Path]:
     """One panel per curve, a line per architecture."""
     if not curves:
@@ -170,4 +199,26 @@ def metric_markdown(curves: Dict[str, Dict[str, List[list]]], matching: Dict[str
         lines += ["", f"![metrics over training]({plot})"]
     lines += ["", "Evaluation time (the metrics of every measured checkpoint, this machine): "
               + ", ".join(f"{label} {s / 60:.1f} min" for label, s in seconds.items()) + "."]
+    return lines
+
+
+def metric_seeds_markdown(summary: dict, reference: str) -> List[str]:
+    """The report's section on the metrics over seeds: each seed's final value and the median
+    [lowest–highest] share of the reference's steps."""
+    seeds = summary["seeds"]
+    labels = list(dict.fromkeys(label for by_label in summary["final"].values() for label in by_label))
+    others = [label for label in labels if label != reference]
+    order = " / ".join(map(str, seeds))
+    lines = ["", f"## Metrics over training, over seeds {', '.join(map(str, seeds))}", "",
+             f"Every seed's checkpoints measured alike. Final values seed by seed ({order}); step matching as "
+             f"the median [lowest–highest] share of `{reference}`'s steps over the seeds.", "",
+             "| metric | " + " | ".join(f"final {label}" for label in labels) + " | "
+             + " | ".join(f"{label} steps" for label in others) + " |",
+             "|---|" + "---:|" * (len(labels) + len(others))]
+    for name, by_label in summary["final"].items():
+        finals = [" / ".join(f"{by_label[label]['by_seed'][str(s)]:.4g}" if str(s) in by_label[label]["by_seed"]
+                             else "-" for s in seeds) if label in by_label else "-" for label in labels]
+        shares = [spread_text(summary["step_matching"][name][label], len(seeds))
+                  if label in summary["step_matching"].get(name, {}) else "-" for label in others]
+        lines.append(f"| {name} | " + " | ".join(finals + shares) + " |")
     return lines

@@ -22,7 +22,7 @@ from ..runs.recipe import TrainConfig
 from ..runs.run_dir import read_environment
 from .experiment import ExperimentConfig
 from .metric_curves import (METRICS_PLOT, evaluation_seconds, metric_curves, metric_markdown, metric_plot,
-                            metric_step_matching)
+                            metric_seed_summary, metric_seeds_markdown, metric_step_matching)
 from .seeds import seeds_markdown
 
 ALL = "all"  # the loss over every trained position
@@ -90,17 +90,19 @@ def _final(points: List[list]) -> str:
 
 def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant: Optional[str],
                  samples: Optional[dict] = None, over_training: Optional[dict] = None,
-                 seeds: Optional[dict] = None, missing: Sequence[str] = ()) -> Path:
+                 seeds: Optional[dict] = None, missing: Sequence[str] = (),
+                 over_training_by_seed: Optional[Dict[int, Dict[str, Path]]] = None) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
     (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
     with ``over_training``, ``{label: run directory}``: the metrics over training are read from
-    their ``eval.json``; with ``seeds``, :func:`.seeds.seed_summary` of the comparison over seeds;
-    ``missing``: the runs that have not finished and are left out, named in the report)."""
+    their ``eval.json``, and with ``over_training_by_seed``, ``{seed: {label: run directory}}``,
+    every seed's, for their spread; with ``seeds``, :func:`.seeds.seed_summary` of the comparison
+    over seeds; ``missing``: the runs that have not finished and are left out, named in the report)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
     plots = _plots(results, matching, experiment, directory)
-    metrics = _metrics_over_training(over_training, experiment.reference, directory)
+    metrics = _metrics_over_training(over_training, over_training_by_seed, experiment.reference, directory)
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
             "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics,
@@ -117,17 +119,21 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
     if metrics:
         text += "\n".join(metric_markdown(metrics["curves"], metrics["step_matching"], experiment.reference,
                                           metrics["plot"], metrics["seconds"])) + "\n"
+        if metrics["seeds"]:
+            text += "\n".join(metric_seeds_markdown(metrics["seeds"], experiment.reference)) + "\n"
     atomic_write(directory / "report.md", lambda path: Path(path).write_text(text))
     return directory
 
 
-def _metrics_over_training(over_training: Optional[dict], reference: str, directory: Path) -> Optional[dict]:
+def _metrics_over_training(over_training: Optional[dict], by_seed: Optional[dict], reference: str,
+                           directory: Path) -> Optional[dict]:
     if not over_training:
         return None
     curves = metric_curves(over_training)
     plot = metric_plot(curves, directory / METRICS_PLOT)
     return {"curves": curves, "step_matching": metric_step_matching(curves, reference),
-            "plot": plot.name if plot else None, "seconds": evaluation_seconds(over_training)}
+            "plot": plot.name if plot else None, "seconds": evaluation_seconds(over_training),
+            "seeds": metric_seed_summary(by_seed, reference) if by_seed and len(by_seed) > 1 else None}
 
 
 def _samples_markdown(samples: Optional[dict]) -> str:

@@ -24,7 +24,7 @@ def _ordered(value: Optional[float]) -> float:
     return NOT_REACHED if value is None else value
 
 
-def _spread(values: Dict[int, Optional[float]]) -> dict:
+def share_spread(values: Dict[int, Optional[float]]) -> dict:
     """Median, lowest and highest of per-seed shares (``None``: not reached, above every share)."""
     ranked = sorted(_ordered(v) for v in values.values())
     median = statistics.median_low(ranked)  # a share that was reached (or not), never an average of two
@@ -61,9 +61,9 @@ def seed_summary(matching_by_seed: Dict[int, Dict[str, dict]], results_by_seed: 
         having = [s for s in seeds if label in results_by_seed[s]]  # a report mid-way may lack some seeds' runs
         if label != reference:
             curves = sorted({c for s in having for c in matching_by_seed[s].get(label, {})})
-            step[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("fraction") for s in having})
+            step[label] = {c: share_spread({s: matching_by_seed[s][label].get(c, {}).get("fraction") for s in having})
                            for c in curves}
-            seconds[label] = {c: _spread({s: matching_by_seed[s][label].get(c, {}).get("seconds_fraction")
+            seconds[label] = {c: share_spread({s: matching_by_seed[s][label].get(c, {}).get("seconds_fraction")
                                           for s in having}) for c in curves}
         per_seed = {s: final_losses(results_by_seed[s][label]) for s in having}
         finals[label] = {}
@@ -104,7 +104,7 @@ def paired_differences(finals: Dict[str, Dict[str, dict]], reference: str) -> Di
     return out
 
 
-def _spread_text(spread: dict, seeds: int) -> str:
+def spread_text(spread: dict, seeds: int) -> str:
     """Median [lowest–highest]; with the number of seeds when fewer than the comparison's ``seeds``."""
     fewer = f" ({len(spread['by_seed'])} of {seeds} seeds)" if len(spread["by_seed"]) < seeds else ""
     if spread["min"] is None:
@@ -120,7 +120,7 @@ def seeds_markdown(summary: dict, reference: str, curves: List[str]) -> List[str
              f"loss is *apart* from `{reference}`'s when their ranges over the seeds do not overlap, and a "
              "claim holds only there.")
     lines = ["", f"## Over seeds {', '.join(str(s) for s in seeds)}", "", intro, ""]
-    lines += _table(curves, summary["step_matching"], lambda spread: _spread_text(spread, count))
+    lines += _table(curves, summary["step_matching"], lambda spread: spread_text(spread, count))
     lines += ["", "Final losses, lowest–highest over the seeds (apart from the reference: ✓, overlapping: ~):", ""]
     lines += _table(curves, summary["final_loss"], _range_text)
     if summary["difference"]:  # empty when the reference is the only architecture
