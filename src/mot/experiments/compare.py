@@ -179,17 +179,16 @@ def _run_planned(experiment: ExperimentConfig, plan: Plan, variant: Optional[str
         directory = experiment.directory / "report"
         directory.mkdir(parents=True, exist_ok=True)
         samples = draw_samples(pipelines, experiment.samples, first.data.corpus, directory, log)
-    over_training = by_seed_dirs = None
+    over_training = None
     if experiment.eval.every:
         if not report_only:  # --report-only reads what was measured
             many = len(resolved_by_seed) > 1
             for seed, by in resolved_by_seed.items():  # every seed's, so that a metric's share has its spread
                 evaluate_over_training(by, metrics, experiment.eval,
                                        (lambda m, s=seed: log(f"{m} (seed {s})")) if many else log)
-        over_training = {label: recipe.run_dir for label, recipe in recipes.items()}
-        by_seed_dirs = {seed: {label: config.run_dir for label, config in by.items()}
-                        for seed, by in resolved_by_seed.items()}
-    report = write_report(experiment, results, variant, samples, over_training, seeds, missing, by_seed_dirs)
+        over_training = {seed: {label: config.run_dir for label, config in by.items()}
+                         for seed, by in resolved_by_seed.items()}
+    report = write_report(experiment, results, variant, samples, over_training, seeds, missing)
     log(f"report: {report / 'report.md'}")
     return report
 

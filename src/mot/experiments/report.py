@@ -90,19 +90,18 @@ def _final(points: List[list]) -> str:
 
 def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant: Optional[str],
                  samples: Optional[dict] = None, over_training: Optional[dict] = None,
-                 seeds: Optional[dict] = None, missing: Sequence[str] = (),
-                 over_training_by_seed: Optional[Dict[int, Dict[str, Path]]] = None) -> Path:
+                 seeds: Optional[dict] = None, missing: Sequence[str] = ()) -> Path:
     """Write ``report.md``, the plots and ``results.json`` under ``<experiment dir>/report``
     (with ``samples``, what :func:`.samples.draw_samples` returned: the grid and the captions;
-    with ``over_training``, ``{label: run directory}``: the metrics over training are read from
-    their ``eval.json``, and with ``over_training_by_seed``, ``{seed: {label: run directory}}``,
-    every seed's, for their spread; with ``seeds``, :func:`.seeds.seed_summary` of the comparison
+    with ``over_training``, ``{seed: {label: run directory}}``, the recipe's own seed first: the
+    metrics over training are read from their ``eval.json``, the own seed's for the main tables and
+    every seed's for their spread; with ``seeds``, :func:`.seeds.seed_summary` of the comparison
     over seeds; ``missing``: the runs that have not finished and are left out, named in the report)."""
     directory = experiment.directory / "report"
     directory.mkdir(parents=True, exist_ok=True)
     matching = step_matching(results, experiment.reference, experiment.smoothing)
     plots = _plots(results, matching, experiment, directory)
-    metrics = _metrics_over_training(over_training, over_training_by_seed, experiment.reference, directory)
+    metrics = _metrics_over_training(over_training, experiment.reference, directory)
     data = {"experiment": experiment.name, "variant": variant, "reference": experiment.reference,
             "smoothing": experiment.smoothing, "flops_matched": experiment.flops_matched, "architectures": results,
             "step_matching": matching, "plots": plots, "samples": samples, "metrics_over_training": metrics,
@@ -125,15 +124,15 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
     return directory
 
 
-def _metrics_over_training(over_training: Optional[dict], by_seed: Optional[dict], reference: str,
-                           directory: Path) -> Optional[dict]:
-    if not over_training:
+def _metrics_over_training(by_seed: Optional[dict], reference: str, directory: Path) -> Optional[dict]:
+    if not by_seed:
         return None
-    curves = metric_curves(over_training)
+    own = next(iter(by_seed.values()))  # the recipe's own seed: the main tables
+    curves = metric_curves(own)
     plot = metric_plot(curves, directory / METRICS_PLOT)
     return {"curves": curves, "step_matching": metric_step_matching(curves, reference),
-            "plot": plot.name if plot else None, "seconds": evaluation_seconds(over_training),
-            "seeds": metric_seed_summary(by_seed, reference) if by_seed and len(by_seed) > 1 else None}
+            "plot": plot.name if plot else None, "seconds": evaluation_seconds(own),
+            "seeds": metric_seed_summary(by_seed, reference)}
 
 
 def _samples_markdown(samples: Optional[dict]) -> str:
