@@ -8,7 +8,8 @@ import pytest
 from mot.config import ConfigError
 from mot.experiments.compare import run_compare
 from mot.experiments.experiment import EvalSchedule, ExperimentConfig
-from mot.experiments.metric_curves import headline, metric_seed_summary, metric_seeds_markdown, metric_step_matching
+from mot.experiments.metric_curves import (headline, metric_curves, metric_seed_summary, metric_seeds_markdown,
+                                          metric_step_matching)
 from mot.eval.run_eval import EVAL_JSON, FORMAT
 
 from tests.helpers import experiment_recipe
@@ -51,7 +52,8 @@ def test_the_metrics_over_seeds_give_each_seeds_final_value_and_the_spread_of_th
             3: {}}  # not measured (yet): left out
     dirs = {seed: {label: write_fid_record(tmp_path / str(seed) / label, values) for label, values in by.items()}
             for seed, by in fids.items()}
-    summary = metric_seed_summary(dirs, "dense")
+    curves = {seed: metric_curves(run_dirs) for seed, run_dirs in dirs.items()}
+    summary = metric_seed_summary(curves, "dense")
     assert summary["seeds"] == [0, 1, 2]
     spread = summary["step_matching"]["fid valid"]["mot"]
     assert spread["by_seed"] == {"0": pytest.approx(0.75), "1": None, "2": pytest.approx(0.5)}
@@ -62,7 +64,7 @@ def test_the_metrics_over_seeds_give_each_seeds_final_value_and_the_spread_of_th
     text = "\n".join(metric_seeds_markdown(summary, "dense"))
     assert "## Metrics over training, over seeds 0, 1, 2" in text
     assert "| fid valid | 20 / 30 / 25 | 15 / 32 / 20 | 75.0% [50.0%–not reached] |" in text
-    assert metric_seed_summary({0: dirs[0], 3: {}}, "dense") is None  # one seed measured: no spread
+    assert metric_seed_summary({0: curves[0], 3: curves[3]}, "dense") is None  # one seed measured: no spread
 
 
 def experiment(corpus, out, **fields):

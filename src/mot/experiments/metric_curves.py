@@ -126,13 +126,12 @@ def metric_step_matching(curves: Dict[str, Dict[str, List[list]]], reference: st
     return matched
 
 
-def metric_seed_summary(run_dirs_by_seed: Dict[int, Dict[str, Path]], reference: str) -> Optional[dict]:
-    """The metrics over training of every seed measured: ``{"seeds": [...], "step_matching": {curve:
-    {label: spread}}, "final": {curve: {label: {"by_seed", "min", "max"}}}}``, a spread the median and
-    range of the per-seed shares (:func:`.seeds.share_spread`); ``None`` with fewer than two seeds
-    measured. A seed's generation metrics are a draw as its losses are, so a share on a metric, too,
-    holds only where the seeds agree."""
-    curves_by_seed = {seed: metric_curves(run_dirs) for seed, run_dirs in run_dirs_by_seed.items()}
+def metric_seed_summary(curves_by_seed: Dict[int, Dict[str, Dict[str, List[list]]]], reference: str) -> Optional[dict]:
+    """The metrics over training of every seed measured, from each seed's :func:`metric_curves`:
+    ``{"seeds": [...], "step_matching": {curve: {label: spread}}, "final": {curve: {label: {"by_seed",
+    "min", "max"}}}}``, a spread the median and range of the per-seed shares
+    (:func:`.seeds.share_spread`); ``None`` with fewer than two seeds measured. A seed's generation
+    metrics are a draw as its losses are, so a share on a metric, too, holds only where the seeds agree."""
     curves_by_seed = {seed: curves for seed, curves in curves_by_seed.items() if curves}  # not measured (yet): out
     if len(curves_by_seed) < 2:
         return None

@@ -127,12 +127,13 @@ def write_report(experiment: ExperimentConfig, results: Dict[str, dict], variant
 def _metrics_over_training(by_seed: Optional[dict], reference: str, directory: Path) -> Optional[dict]:
     if not by_seed:
         return None
-    own = next(iter(by_seed.values()))  # the recipe's own seed: the main tables
-    curves = metric_curves(own)
+    curves_by_seed = {seed: metric_curves(run_dirs) for seed, run_dirs in by_seed.items()}
+    own = next(iter(by_seed))  # the recipe's own seed: the main tables
+    curves = curves_by_seed[own]
     plot = metric_plot(curves, directory / METRICS_PLOT)
     return {"curves": curves, "step_matching": metric_step_matching(curves, reference),
-            "plot": plot.name if plot else None, "seconds": evaluation_seconds(own),
-            "seeds": metric_seed_summary(by_seed, reference)}
+            "plot": plot.name if plot else None, "seconds": evaluation_seconds(by_seed[own]),
+            "seeds": metric_seed_summary(curves_by_seed, reference)}
 
 
 def _samples_markdown(samples: Optional[dict]) -> str:
