@@ -1,11 +1,15 @@
-"""Shared test helpers: small configs, realistic interleaved batches, and a recorder of the
-aten ops a piece of code runs."""
+"""Shared test helpers: small configs, realistic interleaved batches, a recorder of the aten ops
+a piece of code runs, and the process group of a spawned gloo rank."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import sys
 
 import torch
+import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mot import ModelConfig
@@ -184,3 +188,23 @@ class RecordOps(TorchDispatchMode):
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
             self.bool_indexing = True
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def gloo_rank(rank: int, world_size: int, **init):
+    """Run a spawned worker's body inside a gloo process group of ``world_size`` ranks.
+
+    On success every rank waits for the others, the group is destroyed and the process leaves with
+    ``os._exit(0)``: gloo's C++ threads can outlive ``destroy_process_group`` and, if the interpreter
+    is finalised under them, abort the worker (SIGABRT) after its work passed (torch's fix, pytorch
+    PR 179291, was abandoned). A failing body raises as usual, so the parent reports its traceback.
+    Only for processes the test spawned: in pytest's own process it would end the session."""
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, **init)
+    try:
+        yield
+        dist.barrier()  # no rank tears gloo down while another still talks to it
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -15,7 +15,7 @@ from mot.model import build_model
 from mot.runs.checkpoints import CheckpointManager, load_model_optimizer_state, model_optimizer_state
 from mot.train.optim import clip_gradients
 
-from tests.helpers import random_batch
+from tests.helpers import gloo_rank, random_batch
 
 WORLD_SIZE = 2
 TIMEOUT_S = 60
@@ -106,13 +106,9 @@ def fsdp2_shards(rank, directory):
 
 def worker(rank, scenario, store_path, directory):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, WORLD_SIZE), rank=rank,
-                            world_size=WORLD_SIZE, timeout=timedelta(seconds=TIMEOUT_S))
-    try:
+    store = dist.FileStore(store_path, WORLD_SIZE)
+    with gloo_rank(rank, WORLD_SIZE, store=store, timeout=timedelta(seconds=TIMEOUT_S)):
         scenario(rank, directory)
-        dist.barrier()  # no rank tears gloo down while another still talks to it (else: SIGABRT at exit)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("scenario", [replicas, fsdp2_shards], ids=["replicas", "fsdp2"])

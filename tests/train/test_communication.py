@@ -18,7 +18,7 @@ from mot.train.communication import (Cluster, Sharding, bytes_per_step, collecti
                                      markdown, predict, predict_series, sharding)
 from mot.train.distributed import DistributedContext, shard_model
 
-from tests.helpers import random_batch, tiny_config
+from tests.helpers import gloo_rank, random_batch, tiny_config
 
 TWO = ["text", "image"]
 
@@ -127,8 +127,7 @@ def test_bad_cluster_assumptions_are_named(fields, message):
 def _worker(rank, port, architectures, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_rank(rank, 2):
         sent = {}
         for architecture in architectures:
             torch.manual_seed(0)
@@ -140,9 +139,6 @@ def _worker(rank, port, architectures, out):
             dist.barrier()
         if rank == 0:
             torch.save(sent, out)
-        dist.barrier()  # no rank tears gloo down while another still talks to it (else: SIGABRT at exit)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")

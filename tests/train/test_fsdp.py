@@ -16,7 +16,7 @@ from mot.runs.recipe import load_recipe
 from mot.train.distributed import DistributedContext
 from mot.train.trainer import Trainer
 
-from tests.helpers import prepare_corpus_with_words
+from tests.helpers import gloo_rank, prepare_corpus_with_words
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -67,15 +67,11 @@ class Interleaved:
 def _worker(rank, port, corpus, runs, shards, extra=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_rank(rank, 2):
         context = DistributedContext(rank, 2, torch.device("cpu"))
         trainer = Trainer(recipe(corpus, runs, grad_accum=1, extra=extra), context=context, log=lambda _: None,
                           train_loader=rank_loader(corpus, rank, shards))
         trainer.train()
-        dist.barrier()  # no rank tears gloo down while another still talks to it
-    finally:
-        dist.destroy_process_group()
 
 
 def _free_port():
