@@ -104,6 +104,10 @@ def _x_text(axis: str, x: float) -> str:
     return f"{x:,.0f} {'tokens/step' if axis == 'tokens_per_step' else 'steps'}"
 
 
+def _tick_text(axis: str, x: float) -> str:
+    return f"{x / 1e6:.2f}M" if axis == "parameters" else f"{x:,.0f}"
+
+
 def _cell(share: dict) -> str:
     if share["seeds"] > 1:
         if share["min"] is None:
@@ -176,6 +180,10 @@ def series_plot(summary: dict, out: Path) -> Optional[Path]:
         axis.axhline(1.0, ls=":", color="grey", label=f"{summary['reference']} (100%)")
         axis.set(title=curve, xlabel=AXES[summary["axis"]][0], ylabel="share of reference's steps",
                  xscale="log", ylim=(0, ceiling * 1.05))
+        # the points themselves on the (log) x axis: matplotlib's minor labels overlap over a short range
+        at = [row["x"] for row in points]
+        axis.set_xticks(at, [_tick_text(summary["axis"], x) for x in at])
+        axis.set_xticks([], minor=True)
         ticks = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, ceiling]
         axis.set_yticks(ticks, [f"{t:.0%}" for t in ticks[:-1]] + ["not\nreached"])
         axis.grid(alpha=0.3)
