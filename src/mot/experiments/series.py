@@ -30,11 +30,12 @@ from ..eval.step_matching import share_text
 from ..io.figures import save_figure
 from ..io.files import atomic_write
 
-#: what a series varies, and how its value is read from the reference's results
+#: what a series varies: its label, the unit a point's value is written with ("0.78M parameters"),
+#: and how the value is read from the reference's results
 AXES = {
-    "parameters": ("parameters of the reference", lambda r: r["parameters_total"]),
-    "tokens_per_step": ("tokens per optimizer step", lambda r: r["tokens_per_step"]),
-    "steps": ("training steps", lambda r: r["steps"]),
+    "parameters": ("parameters of the reference", "parameters", lambda r: r["parameters_total"]),
+    "tokens_per_step": ("tokens per optimizer step", "tokens/step", lambda r: r["tokens_per_step"]),
+    "steps": ("training steps", "steps", lambda r: r["steps"]),
 }
 #: the curves the series' plot shows (those a run has)
 PLOTTED = ("valid/text", "valid/image", "valid/speech", "heldout/text", "heldout/image", "heldout/speech")
@@ -84,7 +85,7 @@ def series_summary(axis: str, results_by_point: Dict[str, dict]) -> dict:
     """``{"axis", "reference", "points": {point: {"x", "step_matching": {label: {curve: share}},
     "seconds_matching": ..., "training_minutes": {label: minutes}}}}`` from every point's
     ``results.json`` (a share as :func:`_share` gives it)."""
-    _, read = AXES[axis]
+    _, _, read = AXES[axis]
     points = {}
     for point, results in results_by_point.items():
         reference = results["reference"]
@@ -98,14 +99,13 @@ def series_summary(axis: str, results_by_point: Dict[str, dict]) -> dict:
     return {"axis": axis, "reference": next(iter(results_by_point.values()))["reference"], "points": points}
 
 
-def _x_text(axis: str, x: float) -> str:
-    if axis == "parameters":
-        return f"{x / 1e6:.2f}M parameters"
-    return f"{x:,.0f} {'tokens/step' if axis == 'tokens_per_step' else 'steps'}"
-
-
 def _tick_text(axis: str, x: float) -> str:
+    """A point's value alone, as the plot's x axis shows it ("0.78M", "4,096")."""
     return f"{x / 1e6:.2f}M" if axis == "parameters" else f"{x:,.0f}"
+
+
+def _x_text(axis: str, x: float) -> str:
+    return f"{_tick_text(axis, x)} {AXES[axis][1]}"
 
 
 def _cell(share: dict) -> str:
@@ -159,6 +159,9 @@ def series_plot(summary: dict, out: Path) -> Optional[Path]:
     if not curves:
         return None
     ceiling = 1.5
+    # the points themselves on the (log) x axis: matplotlib's minor labels overlap over a short range
+    at = [row["x"] for row in points]
+    at_text = [_tick_text(summary["axis"], x) for x in at]
     figure, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False)
     for axis, curve in zip(axes[0], curves):
         for label in points[0]["step_matching"]:
@@ -180,9 +183,7 @@ def series_plot(summary: dict, out: Path) -> Optional[Path]:
         axis.axhline(1.0, ls=":", color="grey", label=f"{summary['reference']} (100%)")
         axis.set(title=curve, xlabel=AXES[summary["axis"]][0], ylabel="share of reference's steps",
                  xscale="log", ylim=(0, ceiling * 1.05))
-        # the points themselves on the (log) x axis: matplotlib's minor labels overlap over a short range
-        at = [row["x"] for row in points]
-        axis.set_xticks(at, [_tick_text(summary["axis"], x) for x in at])
+        axis.set_xticks(at, at_text)
         axis.set_xticks([], minor=True)
         ticks = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, ceiling]
         axis.set_yticks(ticks, [f"{t:.0%}" for t in ticks[:-1]] + ["not\nreached"])
